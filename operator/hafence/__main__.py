@@ -1,0 +1,5 @@
+import sys
+
+from hafence.cli import main
+
+sys.exit(main())

@@ -1,0 +1,34 @@
+"""The hafence.io/v1alpha1 API: pydantic models of the four kinds, and their CRDs."""
+
+from hafence.api.base import API_VERSION, GROUP, VERSION, Condition, Kind
+from hafence.api.confirmation import (
+    FENCE_CONFIRMATION,
+    FenceConfirmationSpec,
+    FenceConfirmationStatus,
+)
+from hafence.api.fenceagent import FENCE_AGENT, FenceAgentSpec, FenceAgentStatus
+from hafence.api.host import HOST, HostSpec, HostStatus
+from hafence.api.vm import HA_VIRTUAL_MACHINE, HAVirtualMachineSpec, HAVirtualMachineStatus
+
+KINDS: tuple[Kind, ...] = (HOST, FENCE_AGENT, HA_VIRTUAL_MACHINE, FENCE_CONFIRMATION)
+
+__all__ = [
+    "API_VERSION",
+    "FENCE_AGENT",
+    "FENCE_CONFIRMATION",
+    "GROUP",
+    "HA_VIRTUAL_MACHINE",
+    "HOST",
+    "KINDS",
+    "VERSION",
+    "Condition",
+    "FenceAgentSpec",
+    "FenceAgentStatus",
+    "FenceConfirmationSpec",
+    "FenceConfirmationStatus",
+    "HAVirtualMachineSpec",
+    "HAVirtualMachineStatus",
+    "HostSpec",
+    "HostStatus",
+    "Kind",
+]

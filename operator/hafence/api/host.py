@@ -1,0 +1,156 @@
+"""Host: one hypervisor, outside Kubernetes, watched through its heartbeat Lease."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from hafence.api.base import (
+    CONDITIONS_EXTRA,
+    DNS_LABEL,
+    Condition,
+    Kind,
+    Model,
+    PrinterColumn,
+    SecretKeyRef,
+    cel,
+)
+
+HostPhase = Literal[
+    "Pending",
+    "Up",
+    "Connecting",
+    "SoftFencing",
+    "NonResponsive",
+    "Fencing",
+    "Rebooting",
+    "Isolated",
+    "ManuallyFenced",
+    "SelfFenced",
+    "Maintenance",
+]
+PowerState = Literal["on", "off", "unknown"]
+ProxySource = Literal["operator", "cluster", "any"]
+
+DEFAULT_SOFT_FENCE_COMMAND = "systemctl restart hafence-agent.service"
+
+
+class Capacity(Model):
+    cpu: int = Field(ge=1, le=4096, description="Schedulable vCPUs.")
+    memory_mi_b: int = Field(
+        ge=1, alias="memoryMiB", description="Schedulable memory in MiB."
+    )
+
+
+class SSHSpec(Model):
+    """How the operator reaches the host over SSH for soft fencing and as a fence proxy."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.hostKey) || has(self.knownHostsSecretRef)",
+                    "ssh needs a pinned hostKey or a knownHostsSecretRef: "
+                    "host keys are never accepted on first use",
+                )
+            ]
+        }
+    }
+
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(default="root", min_length=1, max_length=64)
+    private_key_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the private key (OpenSSH or PEM format)."
+    )
+    host_key: str | None = Field(
+        default=None,
+        pattern=r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$",
+        description="The host's public key, 'TYPE BASE64', as in known_hosts.",
+    )
+    known_hosts_secret_ref: SecretKeyRef | None = None
+    soft_fence_command: str = Field(
+        default=DEFAULT_SOFT_FENCE_COMMAND,
+        min_length=1,
+        description="Run on the host to restart its agent. It restarts a service; "
+        "it is never proof that the host is off.",
+    )
+    timeout_seconds: int = Field(default=30, ge=1, le=600)
+
+
+class PowerManagement(Model):
+    enabled: bool = True
+    proxy_preference: list[ProxySource] = Field(
+        default_factory=lambda: ["operator", "cluster", "any"],
+        min_length=1,
+        description="Where fence agents run from, in order: the operator itself, "
+        "a healthy host of the same cluster, or any healthy host.",
+    )
+
+
+class SelfFencing(Model):
+    enabled: bool = False
+    watchdog_timeout_seconds: int = Field(default=60, ge=5, le=3600)
+
+
+class HostSpec(Model):
+    address: str = Field(min_length=1, max_length=253, description="Hostname or IP.")
+    cluster: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL,
+        description="Failure domain: HA VMs restart inside it.",
+    )
+    capacity: Capacity
+    maintenance: bool = Field(default=False, description="No new VMs; never fenced.")
+    ssh: SSHSpec | None = None
+    power_management: PowerManagement = Field(
+        default_factory=PowerManagement, json_schema_extra={"default": {}}
+    )
+    self_fencing: SelfFencing = Field(
+        default_factory=SelfFencing, json_schema_extra={"default": {}}
+    )
+
+
+class FencingStatus(Model):
+    outage_id: str | None = Field(default=None, alias="outageID")
+    attempt: int = 0
+    level: int | None = None
+    last_action: str | None = None
+    last_result: str | None = None
+    agent: str | None = None
+    proxy: str | None = None
+    since: datetime | None = None
+    next_retry_time: datetime | None = None
+
+
+class HostStatus(Model):
+    phase: HostPhase | None = None
+    last_heartbeat_time: datetime | None = None
+    boot_id: str | None = Field(default=None, alias="bootID")
+    power_state: PowerState | None = None
+    fencing: FencingStatus | None = None
+    vm_count: int | None = Field(default=None, alias="vmCount")
+    observed_generation: int | None = None
+    phase_since: datetime | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list, json_schema_extra=CONDITIONS_EXTRA
+    )
+
+
+HOST = Kind(
+    kind="Host",
+    plural="hosts",
+    short_names=("hfh", "hahost"),
+    spec=HostSpec,
+    status=HostStatus,
+    description="A hypervisor host whose HA VMs hafence keeps available.",
+    printer_columns=(
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="Cluster", type="string", json_path=".spec.cluster"),
+        PrinterColumn(name="Heartbeat", type="date", json_path=".status.lastHeartbeatTime"),
+        PrinterColumn(name="VMs", type="integer", json_path=".status.vmCount"),
+        PrinterColumn(name="Power", type="string", json_path=".status.powerState", priority=1),
+        PrinterColumn(name="Address", type="string", json_path=".spec.address", priority=1),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    ),
+)
