@@ -11,13 +11,28 @@ import sys
 
 # name -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "operator": ("hafence.controller.main", "run the operator (the engine) in or against a cluster"),
-    "agent": ("hafence.agent.main", "run the host agent on a hypervisor (heartbeat, VMs, watchdog)"),
+    "operator": (
+        "hafence.controller.main",
+        "run the operator (the engine) in or against a cluster",
+    ),
+    "agent": (
+        "hafence.agent.main",
+        "run the host agent on a hypervisor (heartbeat, VMs, watchdog)",
+    ),
     "lab": ("hafence.lab.main", "a datacenter on this machine: control plane, hosts, failures"),
     "fence-agent": ("hafence.fencing.cli", "fence agent tools: `fence-agent test NAME -n NS`"),
-    "power": ("hafence.fencing.cli_power", "power a host through its fence agents: status|on|off|restart"),
-    "crds": ("hafence.api.cli", "write the CustomResourceDefinitions generated from the API models"),
-    "control-plane": ("hafence.lab.cli_controlplane", "build or run the local etcd + kube-apiserver"),
+    "power": (
+        "hafence.fencing.cli_power",
+        "power a host through its fence agents: status|on|off|restart",
+    ),
+    "crds": (
+        "hafence.api.cli",
+        "write the CustomResourceDefinitions generated from the API models",
+    ),
+    "control-plane": (
+        "hafence.lab.cli_controlplane",
+        "build or run the local etcd + kube-apiserver",
+    ),
 }
 
 

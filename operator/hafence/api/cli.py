@@ -11,8 +11,13 @@ from hafence.api.crdgen import render
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hafence crds", description=__doc__)
-    parser.add_argument("--output", "-o", type=Path, default=Path("crds"),
-                        help="directory to write into (default: crds)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("crds"),
+        help="directory to write into (default: crds)",
+    )
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:

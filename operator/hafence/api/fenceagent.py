@@ -21,13 +21,34 @@ from hafence.api.host import PowerState
 # oVirt's power-management type names.  Any `fence_*` agent of Debian's
 # fence-agents package is accepted too, by its full name.
 OVIRT_AGENT_TYPES: tuple[str, ...] = (
-    "apc", "apc_snmp", "bladecenter", "cisco_ucs", "drac5", "drac7", "eps",
-    "hpblade", "idrac", "ilo", "ilo2", "ilo3", "ilo4", "ilo5", "ilo_ssh",
-    "ipmilan", "redfish", "rsa", "rsb", "wti",
+    "apc",
+    "apc_snmp",
+    "bladecenter",
+    "cisco_ucs",
+    "drac5",
+    "drac7",
+    "eps",
+    "hpblade",
+    "idrac",
+    "ilo",
+    "ilo2",
+    "ilo3",
+    "ilo4",
+    "ilo5",
+    "ilo_ssh",
+    "ipmilan",
+    "redfish",
+    "rsa",
+    "rsb",
+    "wti",
 )
 # Agents that authenticate by other means (or not at all) need no Secret.
 NO_CREDENTIALS_TYPES: tuple[str, ...] = (
-    "fence_kdump", "fence_sbd", "fence_heuristics_ping", "fence_scsi", "fence_mpath",
+    "fence_kdump",
+    "fence_sbd",
+    "fence_heuristics_ping",
+    "fence_scsi",
+    "fence_mpath",
 )
 AGENT_TYPE_PATTERN = r"^(" + "|".join(OVIRT_AGENT_TYPES) + r"|fence_[a-z0-9_]+)$"
 # oVirt's options string: key[=value] separated by commas, spaces allowed around.
@@ -48,7 +69,9 @@ class FenceAgentSpec(Model):
             "x-kubernetes-validations": [
                 cel(
                     "has(self.credentialsSecretRef) || self.type in "
-                    + "[" + ", ".join(f"'{t}'" for t in NO_CREDENTIALS_TYPES) + "]",
+                    + "["
+                    + ", ".join(f"'{t}'" for t in NO_CREDENTIALS_TYPES)
+                    + "]",
                     "credentialsSecretRef is required for this fence agent type",
                     fieldPath=".credentialsSecretRef",
                     reason="FieldValueRequired",
@@ -67,7 +90,9 @@ class FenceAgentSpec(Model):
     address: str = Field(min_length=1, max_length=253)
     port: int | None = Field(default=None, ge=1, le=65535, description="TCP/UDP port.")
     plug: str | None = Field(
-        default=None, min_length=1, max_length=64,
+        default=None,
+        min_length=1,
+        max_length=64,
         description="Outlet, blade slot or VM name on the device (oVirt's port/slot).",
     )
     credentials_secret_ref: CredentialsSecretRef | None = None
@@ -86,7 +111,9 @@ class FenceAgentSpec(Model):
     )
     timeout_seconds: int = Field(default=20, ge=1, le=600, description="Per operation.")
     power_wait_seconds: int = Field(
-        default=60, ge=1, le=3600,
+        default=60,
+        ge=1,
+        le=3600,
         description="How long to poll for the power state to settle after off/on.",
     )
 
@@ -100,9 +127,7 @@ class FenceAgentStatus(Model):
     message: str | None = None
     power_state: PowerState | None = None
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(
-        default_factory=list, json_schema_extra=CONDITIONS_EXTRA
-    )
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_EXTRA)
 
 
 FENCE_AGENT = Kind(
@@ -118,7 +143,8 @@ FENCE_AGENT = Kind(
         PrinterColumn(name="Order", type="integer", json_path=".spec.order"),
         PrinterColumn(name="Power", type="string", json_path=".status.powerState"),
         PrinterColumn(
-            name="Reachable", type="string",
+            name="Reachable",
+            type="string",
             json_path='.status.conditions[?(@.type=="Reachable")].status',
         ),
         PrinterColumn(name="Address", type="string", json_path=".spec.address", priority=1),

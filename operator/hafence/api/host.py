@@ -33,15 +33,14 @@ HostPhase = Literal[
 ]
 PowerState = Literal["on", "off", "unknown"]
 ProxySource = Literal["operator", "cluster", "any"]
+DEFAULT_PROXY_PREFERENCE: tuple[ProxySource, ...] = ("operator", "cluster", "any")
 
 DEFAULT_SOFT_FENCE_COMMAND = "systemctl restart hafence-agent.service"
 
 
 class Capacity(Model):
     cpu: int = Field(ge=1, le=4096, description="Schedulable vCPUs.")
-    memory_mi_b: int = Field(
-        ge=1, alias="memoryMiB", description="Schedulable memory in MiB."
-    )
+    memory_mi_b: int = Field(ge=1, alias="memoryMiB", description="Schedulable memory in MiB.")
 
 
 class SSHSpec(Model):
@@ -82,7 +81,7 @@ class SSHSpec(Model):
 class PowerManagement(Model):
     enabled: bool = True
     proxy_preference: list[ProxySource] = Field(
-        default_factory=lambda: ["operator", "cluster", "any"],
+        default_factory=lambda: list(DEFAULT_PROXY_PREFERENCE),
         min_length=1,
         description="Where fence agents run from, in order: the operator itself, "
         "a healthy host of the same cluster, or any healthy host.",
@@ -97,7 +96,9 @@ class SelfFencing(Model):
 class HostSpec(Model):
     address: str = Field(min_length=1, max_length=253, description="Hostname or IP.")
     cluster: str = Field(
-        min_length=1, max_length=63, pattern=DNS_LABEL,
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
         description="Failure domain: HA VMs restart inside it.",
     )
     capacity: Capacity
@@ -132,9 +133,7 @@ class HostStatus(Model):
     vm_count: int | None = Field(default=None, alias="vmCount")
     observed_generation: int | None = None
     phase_since: datetime | None = None
-    conditions: list[Condition] = Field(
-        default_factory=list, json_schema_extra=CONDITIONS_EXTRA
-    )
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_EXTRA)
 
 
 HOST = Kind(

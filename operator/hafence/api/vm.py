@@ -45,7 +45,9 @@ class Placement(Model):
     )
     preferred_hosts: list[str] = Field(default_factory=list)
     anti_affinity_group: str | None = Field(
-        default=None, min_length=1, max_length=63,
+        default=None,
+        min_length=1,
+        max_length=63,
         description="VMs of one group never share a host.",
     )
 
@@ -77,6 +79,8 @@ class Runtime(Model):
                 cel(
                     "self.driver == 'process' ? has(self.process) : has(self.libvirt)",
                     "runtime.driver names a driver whose settings are missing",
+                    messageExpression="'runtime.driver is ' + self.driver"
+                    " + ' but runtime.' + self.driver + ' is missing'",
                 )
             ]
         }
@@ -89,9 +93,7 @@ class Runtime(Model):
 class HAVirtualMachineSpec(Model):
     highly_available: bool = True
     priority: Priority = "Medium"
-    resources: VMResources = Field(
-        default_factory=VMResources, json_schema_extra={"default": {}}
-    )
+    resources: VMResources = Field(default_factory=VMResources, json_schema_extra={"default": {}})
     placement: Placement
     run_strategy: Literal["Always", "Halted"] = "Always"
     runtime: Runtime
@@ -102,9 +104,7 @@ class RuntimeStatus(Model):
 
     host: str
     state: RuntimeState
-    placement_epoch: int = Field(
-        default=0, description="The placement epoch the agent acted on."
-    )
+    placement_epoch: int = Field(default=0, description="The placement epoch the agent acted on.")
     restarts: int = 0
     message: str | None = None
     pid: int | None = None
@@ -120,9 +120,7 @@ class HAVirtualMachineStatus(Model):
     next_placement_time: datetime | None = None
     observed_generation: int | None = None
     runtime: RuntimeStatus | None = None
-    conditions: list[Condition] = Field(
-        default_factory=list, json_schema_extra=CONDITIONS_EXTRA
-    )
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_EXTRA)
 
 
 HA_VIRTUAL_MACHINE = Kind(
@@ -138,8 +136,9 @@ HA_VIRTUAL_MACHINE = Kind(
         PrinterColumn(name="Host", type="string", json_path=".status.host"),
         PrinterColumn(name="Priority", type="string", json_path=".spec.priority"),
         PrinterColumn(name="HA", type="boolean", json_path=".spec.highlyAvailable"),
-        PrinterColumn(name="Restarts", type="integer", json_path=".status.restartCount",
-                      priority=1),
+        PrinterColumn(
+            name="Restarts", type="integer", json_path=".status.restartCount", priority=1
+        ),
         PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
     ),
 )

@@ -90,7 +90,11 @@ class Api:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         try:
             obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, _PLURALS[kind].plural, name,
+                GROUP,
+                VERSION,
+                namespace,
+                _PLURALS[kind].plural,
+                name,
                 _request_timeout=self.timeout,
             )
         except ApiException as exc:
@@ -102,12 +106,19 @@ class Api:
         try:
             if namespace is None:
                 out: dict[str, Any] = self.custom.list_cluster_custom_object(
-                    GROUP, VERSION, plural, label_selector=label_selector,
+                    GROUP,
+                    VERSION,
+                    plural,
+                    label_selector=label_selector,
                     _request_timeout=self.timeout,
                 )
             else:
                 out = self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, label_selector=label_selector,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                    label_selector=label_selector,
                     _request_timeout=self.timeout,
                 )
         except ApiException as exc:
@@ -118,7 +129,11 @@ class Api:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, **body}
         try:
             obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, _PLURALS[kind].plural, body,
+                GROUP,
+                VERSION,
+                namespace,
+                _PLURALS[kind].plural,
+                body,
                 _request_timeout=self.timeout,
             )
         except ApiException as exc:
@@ -126,43 +141,78 @@ class Api:
             raise _wrap(exc, f"create {kind} {namespace}/{name}") from None
         return obj
 
-    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any],
-              *, status: bool = False, resource_version: str | None = None) -> dict[str, Any]:
+    def patch(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        status: bool = False,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
         """JSON merge patch; with ``resource_version`` it fails with Conflict if stale."""
         if resource_version is not None:
-            patch = {**patch, "metadata": {**patch.get("metadata", {}),
-                                           "resourceVersion": resource_version}}
+            patch = {
+                **patch,
+                "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version},
+            }
         plural = _PLURALS[kind].plural
-        fn = (self.custom.patch_namespaced_custom_object_status if status
-              else self.custom.patch_namespaced_custom_object)
+        fn = (
+            self.custom.patch_namespaced_custom_object_status
+            if status
+            else self.custom.patch_namespaced_custom_object
+        )
         try:
             obj: dict[str, Any] = fn(
-                GROUP, VERSION, namespace, plural, name, patch,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                patch,
                 _request_timeout=self.timeout,
                 _content_type="application/merge-patch+json",
             )
         except ApiException as exc:
-            raise _wrap(exc, f"patch {kind}{'/status' if status else ''} {namespace}/{name}") from None
+            raise _wrap(
+                exc, f"patch {kind}{'/status' if status else ''} {namespace}/{name}"
+            ) from None
         return obj
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
             self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, _PLURALS[kind].plural, name,
+                GROUP,
+                VERSION,
+                namespace,
+                _PLURALS[kind].plural,
+                name,
                 _request_timeout=self.timeout,
             )
         except ApiException as exc:
             raise _wrap(exc, f"delete {kind} {namespace}/{name}") from None
 
-    def watch(self, kind: str, namespace: str, resource_version: str,
-              timeout_seconds: int = 30, label_selector: str = "") -> Iterator[dict[str, Any]]:
+    def watch(
+        self,
+        kind: str,
+        namespace: str,
+        resource_version: str,
+        timeout_seconds: int = 30,
+        label_selector: str = "",
+    ) -> Iterator[dict[str, Any]]:
         """Watch events ({'type', 'object'}) from ``resource_version``; ends on timeout."""
         w = watch.Watch()
         try:
             yield from w.stream(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
-                _PLURALS[kind].plural, resource_version=resource_version,
-                timeout_seconds=timeout_seconds, label_selector=label_selector,
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                _PLURALS[kind].plural,
+                resource_version=resource_version,
+                timeout_seconds=timeout_seconds,
+                label_selector=label_selector,
                 _request_timeout=timeout_seconds + 5,
             )
         except ApiException as exc:
@@ -174,8 +224,9 @@ class Api:
     def secret_value(self, namespace: str, name: str, key: str) -> bytes:
         """One key of a Secret.  Errors name the Secret and key, never the data."""
         try:
-            secret = self.core.read_namespaced_secret(name, namespace,
-                                                      _request_timeout=self.timeout)
+            secret = self.core.read_namespaced_secret(
+                name, namespace, _request_timeout=self.timeout
+            )
         except ApiException as exc:
             if exc.status == 404:
                 raise SecretError(f"Secret {namespace}/{name} not found", 404) from None
@@ -185,7 +236,5 @@ class Api:
         data = secret.data or {}
         if key not in data:
             keys = ", ".join(sorted(data)) or "none"
-            raise SecretError(
-                f"Secret {namespace}/{name} has no key {key!r} (keys: {keys})"
-            )
+            raise SecretError(f"Secret {namespace}/{name} has no key {key!r} (keys: {keys})")
         return base64.b64decode(data[key])

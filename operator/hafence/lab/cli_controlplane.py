@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -32,10 +33,8 @@ def main(argv: list[str]) -> int:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             with ControlPlane() as cp:
                 print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
-                try:
+                with contextlib.suppress(KeyboardInterrupt):
                     stop.wait()
-                except KeyboardInterrupt:
-                    pass
     except binaries.BinariesUnavailable as exc:
         print(f"hafence control-plane: {exc}", file=sys.stderr)
         return 1

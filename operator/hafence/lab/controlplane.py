@@ -25,7 +25,7 @@ from types import TracebackType
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hafence.lab.binaries import Binaries, ensure
 
@@ -98,14 +98,14 @@ def write_pki(directory: Path) -> None:
             x509.DNSName("localhost"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         ],
-        usage=[x509.ExtendedKeyUsageOID.SERVER_AUTH],
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH],
     )
     admin_key = ec.generate_private_key(ec.SECP256R1())
     admin = _cert(
         _name("hafence-admin", "system:masters"),
         admin_key,
         (ca_name, ca_key),
-        usage=[x509.ExtendedKeyUsageOID.CLIENT_AUTH],
+        usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     files = {
@@ -125,8 +125,14 @@ def write_pki(directory: Path) -> None:
         path.chmod(0o600)
 
 
-def kubeconfig_text(server: str, ca: Path, cert: Path | None, key: Path | None,
-                    token: str | None = None, user: str = "admin") -> str:
+def kubeconfig_text(
+    server: str,
+    ca: Path,
+    cert: Path | None,
+    key: Path | None,
+    token: str | None = None,
+    user: str = "admin",
+) -> str:
     creds = (
         f"    token: {token}\n"
         if token
@@ -177,7 +183,10 @@ class ControlPlane:
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -196,40 +205,68 @@ class ControlPlane:
 
     def start_etcd(self) -> None:
         peer = free_port()
-        self.etcd = self._spawn("etcd", [
-            str(self.binaries.etcd),
-            "--data-dir", str(self.dir / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"default=http://127.0.0.1:{peer}",
-            "--unsafe-no-fsync",  # a test datastore: speed over durability
-            "--log-level", "warn",
-        ])
+        self.etcd = self._spawn(
+            "etcd",
+            [
+                str(self.binaries.etcd),
+                "--data-dir",
+                str(self.dir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",  # a test datastore: speed over durability
+                "--log-level",
+                "warn",
+            ],
+        )
         self._wait(f"http://127.0.0.1:{self.etcd_port}/health", "etcd", self.etcd)
 
     def start_apiserver(self) -> None:
         pki = self.dir / "pki"
-        self.apiserver = self._spawn("kube-apiserver", [
-            str(self.binaries.kube_apiserver),
-            "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
-            "--bind-address", "127.0.0.1",
-            "--advertise-address", "127.0.0.1",
-            "--secure-port", str(self.apiserver_port),
-            "--tls-cert-file", str(pki / "server.crt"),
-            "--tls-private-key-file", str(pki / "server.key"),
-            "--client-ca-file", str(pki / "ca.crt"),
-            "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-account-key-file", str(pki / "sa.pub"),
-            "--service-account-signing-key-file", str(pki / "sa.key"),
-            "--authorization-mode", "RBAC",
-            "--service-cluster-ip-range", "10.0.0.0/24",
-            "--disable-admission-plugins", "ServiceAccount",
-            "--allow-privileged=true",
-            "--cert-dir", str(self.dir / "certs"),
-            "--v", "1",
-        ])
+        self.apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binaries.kube_apiserver),
+                "--etcd-servers",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.apiserver_port),
+                "--tls-cert-file",
+                str(pki / "server.crt"),
+                "--tls-private-key-file",
+                str(pki / "server.key"),
+                "--client-ca-file",
+                str(pki / "ca.crt"),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-account-key-file",
+                str(pki / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(pki / "sa.key"),
+                "--authorization-mode",
+                "RBAC",
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--disable-admission-plugins",
+                "ServiceAccount",
+                "--allow-privileged=true",
+                "--cert-dir",
+                str(self.dir / "certs"),
+                "--v",
+                "1",
+            ],
+        )
         self._wait(f"{self.url}/readyz", "kube-apiserver", self.apiserver, tls=True)
 
     def stop_apiserver(self) -> None:
@@ -246,8 +283,14 @@ class ControlPlane:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------
-    def _wait(self, url: str, what: str, proc: subprocess.Popen[bytes], tls: bool = False,
-              timeout: float = 120.0) -> None:
+    def _wait(
+        self,
+        url: str,
+        what: str,
+        proc: subprocess.Popen[bytes],
+        tls: bool = False,
+        timeout: float = 120.0,
+    ) -> None:
         ctx: ssl.SSLContext | None = None
         if tls:
             pki = self.dir / "pki"
@@ -274,11 +317,15 @@ class ControlPlane:
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def kubectl(self, *args: str, input: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(self.binaries.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input, capture_output=True, text=True, check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if check and proc.returncode != 0:
             raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")

@@ -1,0 +1,258 @@
+"""The heartbeat contract between the host agent and the operator: one Lease per host.
+
+The agent writes it, the operator reads it; both import the names from here so the
+wire format has one definition.  Pure: no I/O, no clock (callers pass ``now``).
+
+A heartbeat Lease (``coordination.k8s.io/v1``)::
+
+    metadata.name       = the Host's name, in the Host's namespace
+    metadata.labels     = {hafence.io/component: host-heartbeat, hafence.io/host: NAME}
+    spec.holderIdentity = "NAME/<agent instance id>"   (a new id per agent process)
+    spec.leaseDurationSeconds, spec.renewTime (microtime), spec.acquireTime
+    metadata.annotations:
+        hafence.io/boot-id                   the host's kernel boot ID
+        hafence.io/agent-version             the agent's version
+        hafence.io/vm-count                  VMs the agent runs right now
+        hafence.io/watchdog-timeout-seconds  only while the self-fencing watchdog is armed
+        hafence.io/ready: "true"             only after the S3 sweep of this connection
+
+``ready`` is absent while the agent has not yet stopped every VM not placed on its
+host since it (re)gained contact with the API server: a renewing but not-ready lease
+is a live agent that must not be counted as Up yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+COMPONENT_LABEL = "hafence.io/component"
+HEARTBEAT_COMPONENT = "host-heartbeat"
+HOST_LABEL = "hafence.io/host"
+HEARTBEAT_SELECTOR = f"{COMPONENT_LABEL}={HEARTBEAT_COMPONENT}"
+
+ANN_BOOT_ID = "hafence.io/boot-id"
+ANN_AGENT_VERSION = "hafence.io/agent-version"
+ANN_VM_COUNT = "hafence.io/vm-count"
+ANN_WATCHDOG_TIMEOUT = "hafence.io/watchdog-timeout-seconds"
+ANN_READY = "hafence.io/ready"
+
+DEFAULT_LEASE_DURATION_SECONDS = 10
+# Three renewals per lease duration, like kubelet's node leases: one lost write is not
+# an outage.
+RENEWALS_PER_DURATION = 3
+
+_MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+_BOOT_ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
+
+
+class LeaseError(ValueError):
+    """A heartbeat Lease that does not follow the contract; names the field and value."""
+
+
+def renew_interval(lease_duration_seconds: float) -> float:
+    return lease_duration_seconds / RENEWALS_PER_DURATION
+
+
+def holder_identity(host: str, instance_id: str) -> str:
+    return f"{host}/{instance_id}"
+
+
+def split_holder_identity(value: str) -> tuple[str, str]:
+    host, sep, instance = value.partition("/")
+    if not sep or not host or not instance:
+        raise LeaseError(f"spec.holderIdentity {value!r} is not 'HOST/INSTANCE'")
+    return host, instance
+
+
+def format_microtime(when: datetime) -> str:
+    if when.tzinfo is None:
+        raise LeaseError(f"renewTime {when!r} has no time zone")
+    return when.astimezone(UTC).strftime(_MICROTIME)
+
+
+def parse_microtime(value: str, field: str = "spec.renewTime") -> datetime:
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise LeaseError(f"{field} {value!r} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise LeaseError(f"{field} {value!r} has no time zone")
+    return parsed.astimezone(UTC)
+
+
+def validate_boot_id(value: str) -> str:
+    """Kernel boot IDs are UUIDs; the lab may pass any hex-and-dash token."""
+    if not _BOOT_ID.match(value):
+        raise LeaseError(f"boot ID {value!r} is not a hex/dash token (like a UUID)")
+    return value.lower()
+
+
+def lease_labels(host: str) -> dict[str, str]:
+    return {COMPONENT_LABEL: HEARTBEAT_COMPONENT, HOST_LABEL: host}
+
+
+def lease_annotations(
+    *,
+    boot_id: str,
+    agent_version: str,
+    vm_count: int,
+    watchdog_timeout_seconds: int | None,
+    ready: bool,
+) -> dict[str, str]:
+    out = {
+        ANN_BOOT_ID: boot_id,
+        ANN_AGENT_VERSION: agent_version,
+        ANN_VM_COUNT: str(vm_count),
+    }
+    if watchdog_timeout_seconds is not None:
+        out[ANN_WATCHDOG_TIMEOUT] = str(watchdog_timeout_seconds)
+    if ready:
+        out[ANN_READY] = "true"
+    return out
+
+
+def lease_body(
+    *,
+    host: str,
+    namespace: str,
+    instance_id: str,
+    lease_duration_seconds: int,
+    renew_time: datetime,
+    acquire_time: datetime,
+    annotations: Mapping[str, str],
+    resource_version: str | None = None,
+) -> dict[str, Any]:
+    """The whole Lease object the agent writes (create, or replace guarded by RV)."""
+    metadata: dict[str, Any] = {
+        "name": host,
+        "namespace": namespace,
+        "labels": lease_labels(host),
+        "annotations": dict(annotations),
+    }
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": {
+            "holderIdentity": holder_identity(host, instance_id),
+            "leaseDurationSeconds": lease_duration_seconds,
+            "acquireTime": format_microtime(acquire_time),
+            "renewTime": format_microtime(renew_time),
+        },
+    }
+
+
+@dataclass(frozen=True)
+class HeartbeatInfo:
+    """What the operator needs from one heartbeat Lease."""
+
+    host: str
+    agent_instance: str
+    lease_duration_seconds: int
+    renew_time: datetime
+    boot_id: str
+    agent_version: str
+    vm_count: int
+    watchdog_timeout_seconds: int | None
+    ready: bool
+    resource_version: str | None = None
+
+    @property
+    def watchdog_armed(self) -> bool:
+        return self.watchdog_timeout_seconds is not None
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.renew_time + timedelta(seconds=self.lease_duration_seconds)
+
+    def fresh(self, now: datetime) -> bool:
+        return now < self.expires_at
+
+    def self_fenced_after(self, margin_seconds: float) -> datetime | None:
+        """When the host is provably without VMs if it stays silent (S1 self-fence proof).
+
+        The agent kills its VMs at the latest ``watchdogTimeoutSeconds`` after the start
+        of its last successful renewal, which is never later than ``renewTime``; lease
+        expiry on top of that, plus the caller's margin, covers clock skew.  None when
+        the watchdog was not declared armed: silence then proves nothing.
+        """
+        if self.watchdog_timeout_seconds is None:
+            return None
+        return self.expires_at + timedelta(
+            seconds=self.watchdog_timeout_seconds + margin_seconds
+        )
+
+    @classmethod
+    def from_lease(cls, obj: Mapping[str, Any]) -> HeartbeatInfo:
+        """Parse a Lease as a camelCase dict (kopf body, or a client's serialized object)."""
+        metadata = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        annotations: Mapping[str, str] = metadata.get("annotations") or {}
+        labels: Mapping[str, str] = metadata.get("labels") or {}
+        name = metadata.get("name", "")
+        if labels.get(COMPONENT_LABEL) != HEARTBEAT_COMPONENT:
+            raise LeaseError(
+                f"Lease {name!r}: label {COMPONENT_LABEL} is "
+                f"{labels.get(COMPONENT_LABEL)!r}, not {HEARTBEAT_COMPONENT!r}"
+            )
+        holder = spec.get("holderIdentity")
+        if not isinstance(holder, str):
+            raise LeaseError(f"Lease {name!r}: spec.holderIdentity {holder!r} is missing")
+        host, instance = split_holder_identity(holder)
+        if host != name:
+            raise LeaseError(
+                f"Lease {name!r}: spec.holderIdentity {holder!r} names another host"
+            )
+        duration = spec.get("leaseDurationSeconds")
+        if not isinstance(duration, int) or duration <= 0:
+            raise LeaseError(
+                f"Lease {name!r}: spec.leaseDurationSeconds {duration!r} is not a positive integer"
+            )
+        renew_raw = spec.get("renewTime")
+        if isinstance(renew_raw, datetime):
+            renew = renew_raw.astimezone(UTC)
+        elif isinstance(renew_raw, str):
+            renew = parse_microtime(renew_raw)
+        else:
+            raise LeaseError(f"Lease {name!r}: spec.renewTime {renew_raw!r} is missing")
+        boot_id = annotations.get(ANN_BOOT_ID)
+        if not boot_id:
+            raise LeaseError(f"Lease {name!r}: annotation {ANN_BOOT_ID} is missing")
+        return cls(
+            host=host,
+            agent_instance=instance,
+            lease_duration_seconds=duration,
+            renew_time=renew,
+            boot_id=boot_id,
+            agent_version=annotations.get(ANN_AGENT_VERSION, ""),
+            vm_count=_int_annotation(name, annotations, ANN_VM_COUNT, default=0),
+            watchdog_timeout_seconds=(
+                _int_annotation(name, annotations, ANN_WATCHDOG_TIMEOUT, default=0)
+                if ANN_WATCHDOG_TIMEOUT in annotations
+                else None
+            ),
+            ready=annotations.get(ANN_READY) == "true",
+            resource_version=metadata.get("resourceVersion"),
+        )
+
+
+def _int_annotation(name: str, annotations: Mapping[str, str], key: str, default: int) -> int:
+    raw = annotations.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LeaseError(f"Lease {name!r}: annotation {key} {raw!r} is not an integer") from None
+    if value < 0:
+        raise LeaseError(f"Lease {name!r}: annotation {key} {raw!r} is negative")
+    return value
