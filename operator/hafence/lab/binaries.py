@@ -29,6 +29,8 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"  # the version k8s.io/kubernetes v1.36.3 itself requires
+# Bump when the build recipe changes, so stale caches are rebuilt, not trusted.
+BUILD_REVISION = 2
 
 BINARIES = ("etcd", "kube-apiserver", "kubectl")
 _PACKAGES = {
@@ -54,7 +56,8 @@ def cache_dir() -> Path:
     root = os.environ.get("HAFENCE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hafence"
     )
-    return Path(root) / f"control-plane-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}"
+    name = f"control-plane-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}-r{BUILD_REVISION}"
+    return Path(root) / name
 
 
 def _complete(directory: Path) -> Binaries | None:
@@ -105,6 +108,22 @@ def _go(args: list[str], cwd: Path, log: bool) -> str:
     return proc.stdout
 
 
+def _version_ldflags() -> str:
+    """Stamp the version, as Kubernetes' hack/lib/version.sh does (else "v0.0.0-master")."""
+    major, minor, _ = KUBERNETES_VERSION.removeprefix("v").split(".")
+    values = {
+        "gitVersion": KUBERNETES_VERSION,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+    }
+    return " ".join(
+        f"-X {pkg}.{key}={value}"
+        for pkg in ("k8s.io/client-go/pkg/version", "k8s.io/component-base/version")
+        for key, value in values.items()
+    )
+
+
 def build(log: bool = True) -> Binaries:
     target = cache_dir()
     with tempfile.TemporaryDirectory(prefix="hafence-cp-build-") as tmp:
@@ -127,8 +146,13 @@ def build(log: bool = True) -> Binaries:
         )
         _go(["mod", "tidy"], work, log)
         staged = work / "bin"
+        ldflags = "-s -w " + _version_ldflags()
         for name, pkg in _PACKAGES.items():
-            _go(["build", "-trimpath", "-ldflags=-s -w", "-o", str(staged / name), pkg], work, log)
+            _go(
+                ["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staged / name), pkg],
+                work,
+                log,
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
         for name in BINARIES:
