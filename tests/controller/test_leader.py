@@ -118,9 +118,11 @@ async def test_leader_whose_lease_is_stolen_steps_down(
     make_elector: ElectorFactory, api: Api, namespace: str
 ) -> None:
     lost: list[int] = []
+    called = asyncio.Event()
 
     async def on_stop(epoch: int) -> None:
         lost.append(epoch)
+        called.set()
 
     a = make_elector("replica-a", on_stopped_leading=on_stop)
     await a.start()
@@ -137,8 +139,7 @@ async def test_leader_whose_lease_is_stolen_steps_down(
         a.check()
     assert a.epoch is None
     async with asyncio.timeout(WAIT):
-        while not lost:
-            await asyncio.sleep(0.01)
+        await called.wait()
     assert lost == [epoch]
 
     # The thief never renews: after its lease expires, a comes back in a new term.
