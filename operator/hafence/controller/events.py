@@ -1,0 +1,241 @@
+"""Kubernetes Events about our objects, as ``kubectl describe host NAME`` shows them.
+
+We write core/v1 Events: ``kubectl describe`` lists the core/v1 Events whose
+``involvedObject`` matches the object (kind, name, namespace and uid), and shows
+``count``/``lastTimestamp`` as "(x3 over 2m)".  (events.k8s.io/v1 writes land in the
+same storage, but its series fields need a second write per repeat.)
+
+Repeats aggregate: an Event with the same object, type, reason and message as one
+this recorder wrote less than ``aggregate_window`` seconds ago is patched
+(``count + 1``, ``lastTimestamp``) instead of created again, so a host failing to
+fence every minute for an hour is one line, not sixty.
+
+The recorder never raises into the caller: an Event is a courtesy to the reader,
+and failing to write one must not stop a fence or a placement.  Failures are logged.
+
+Secrets: callers never put passwords, keys or tokens into a reason or message
+(Events are readable by anyone who can ``kubectl describe``).  The recorder does not
+try to detect them; it trusts that contract.
+
+Use from an async operator::
+
+    events = EventRecorder(api, instance=elector.identity)
+    await events.emit(body, "Warning", "FenceFailed", "ipmilan 10.0.0.5: timeout")
+    events.post(body, "Normal", "Fenced", "power off verified")  # fire and forget
+    ...
+    await events.aclose()                                        # on shutdown
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubernetes.client.exceptions import ApiException
+
+from hafence.kube import Api
+
+log = logging.getLogger(__name__)
+
+REPORTING_CONTROLLER = "hafence-operator"
+EventType = Literal["Normal", "Warning"]
+EVENT_TYPES: tuple[EventType, ...] = ("Normal", "Warning")
+
+MESSAGE_LIMIT = 1024  # the API server's limit on an Event's note
+REASON_LIMIT = 128
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """The object an Event is about (core/v1 ObjectReference)."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> ObjectRef:
+        """From an object as the API returns it (a dict, or kopf's ``body``)."""
+        meta = obj["metadata"]
+        return cls(
+            api_version=str(obj["apiVersion"]),
+            kind=str(obj["kind"]),
+            namespace=str(meta["namespace"]),
+            name=str(meta["name"]),
+            uid=str(meta["uid"]),
+        )
+
+    def to_k8s(self) -> dict[str, str]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+        }
+
+
+@dataclass
+class _Written:
+    event_name: str
+    count: int
+    last: float  # clock() of the last write
+
+
+_Key = tuple[str, str, str, str]  # uid, type, reason, message
+
+
+class EventRecorder:
+    """Writes and aggregates Events; one per operator process."""
+
+    def __init__(
+        self,
+        api: Api,
+        *,
+        component: str = REPORTING_CONTROLLER,
+        instance: str = "",
+        aggregate_window: float = 600.0,
+        max_remembered: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._api = api
+        self.component = component
+        self.instance = instance
+        self.aggregate_window = aggregate_window
+        self._max_remembered = max_remembered
+        self._clock = clock
+        self._written: OrderedDict[_Key, _Written] = OrderedDict()
+        # Striped locks: two writes of one key must not both create, yet unrelated
+        # Events (a rack of hosts failing at once) must not queue behind each other.
+        self._locks = [asyncio.Lock() for _ in range(64)]
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def normal(self, obj: Mapping[str, Any] | ObjectRef, reason: str, message: str) -> None:
+        await self.emit(obj, "Normal", reason, message)
+
+    async def warning(self, obj: Mapping[str, Any] | ObjectRef, reason: str, message: str) -> None:
+        await self.emit(obj, "Warning", reason, message)
+
+    async def emit(
+        self,
+        obj: Mapping[str, Any] | ObjectRef,
+        type: EventType,
+        reason: str,
+        message: str,
+    ) -> None:
+        """Record one Event about ``obj``; never raises (failures are logged)."""
+        try:
+            ref = obj if isinstance(obj, ObjectRef) else ObjectRef.of(obj)
+        except (KeyError, TypeError) as exc:
+            log.error("event %s %s not recorded: object has no %s", type, reason, exc)
+            return
+        if type not in EVENT_TYPES:
+            log.error(
+                "event %s about %s %s/%s not recorded: type must be one of %s",
+                reason,
+                ref.kind,
+                ref.namespace,
+                ref.name,
+                ", ".join(EVENT_TYPES),
+            )
+            return
+        reason = reason[:REASON_LIMIT]
+        if len(message) > MESSAGE_LIMIT:
+            message = message[: MESSAGE_LIMIT - 3] + "..."
+        key: _Key = (ref.uid, type, reason, message)
+        try:
+            async with self._locks[hash(key) % len(self._locks)]:
+                await self._write(ref, key)
+        except Exception as exc:
+            log.warning(
+                "event %s %s about %s %s/%s not recorded: %s",
+                type,
+                reason,
+                ref.kind,
+                ref.namespace,
+                ref.name,
+                _describe(exc),
+            )
+
+    def post(
+        self,
+        obj: Mapping[str, Any] | ObjectRef,
+        type: EventType,
+        reason: str,
+        message: str,
+    ) -> None:
+        """Like :meth:`emit` without waiting: for hot paths.  Needs a running loop."""
+        task = asyncio.create_task(self.emit(obj, type, reason, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def aclose(self) -> None:
+        """Wait for Events posted with :meth:`post` to be written."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    # -- writing -----------------------------------------------------------------------
+    async def _write(self, ref: ObjectRef, key: _Key) -> None:
+        now = self._clock()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        seen = self._written.get(key)
+        if seen is not None and now - seen.last <= self.aggregate_window:
+            patch = {"count": seen.count + 1, "lastTimestamp": stamp}
+            try:
+                await asyncio.to_thread(
+                    self._api.core.patch_namespaced_event,
+                    seen.event_name,
+                    ref.namespace,
+                    patch,
+                    _request_timeout=self._api.timeout,
+                    _content_type="application/merge-patch+json",
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                # Expired (the API server's event TTL) or deleted: start a new one.
+            else:
+                seen.count += 1
+                seen.last = now
+                self._written.move_to_end(key)
+                return
+        _, type_, reason, message = key
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{ref.name[:200]}.", "namespace": ref.namespace},
+            "involvedObject": ref.to_k8s(),
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.instance,
+        }
+        created = await asyncio.to_thread(
+            self._api.core.create_namespaced_event,
+            ref.namespace,
+            body,
+            _request_timeout=self._api.timeout,
+        )
+        self._written[key] = _Written(event_name=created.metadata.name, count=1, last=now)
+        self._written.move_to_end(key)
+        while len(self._written) > self._max_remembered:
+            self._written.popitem(last=False)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
