@@ -187,9 +187,7 @@ class HeartbeatInfo:
         """
         if self.watchdog_timeout_seconds is None:
             return None
-        return self.expires_at + timedelta(
-            seconds=self.watchdog_timeout_seconds + margin_seconds
-        )
+        return self.expires_at + timedelta(seconds=self.watchdog_timeout_seconds + margin_seconds)
 
     @classmethod
     def from_lease(cls, obj: Mapping[str, Any]) -> HeartbeatInfo:
@@ -209,9 +207,7 @@ class HeartbeatInfo:
             raise LeaseError(f"Lease {name!r}: spec.holderIdentity {holder!r} is missing")
         host, instance = split_holder_identity(holder)
         if host != name:
-            raise LeaseError(
-                f"Lease {name!r}: spec.holderIdentity {holder!r} names another host"
-            )
+            raise LeaseError(f"Lease {name!r}: spec.holderIdentity {holder!r} names another host")
         duration = spec.get("leaseDurationSeconds")
         if not isinstance(duration, int) or duration <= 0:
             raise LeaseError(

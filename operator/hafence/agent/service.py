@@ -1,0 +1,437 @@
+"""The agent's event loop: heartbeat, the S3 sweep, reconcile passes, self-fencing.
+
+Contact with the API server is "lost" from the first failed lease renewal until a
+fresh list of the VMs has been taken *and* every local VM not placed here has been
+stopped (the S3 sweep); only then does the lease say ``ready`` again, and only then
+may VMs be started.  While contact is lost the agent keeps running what is placed
+here (it cannot know better) and starts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hafence import __version__
+from hafence.agent.drivers import Driver, LocalVM, Observed, StartError
+from hafence.agent.heartbeat import LeaseWriter
+from hafence.agent.state import StateDir
+from hafence.agent.vms import Placed, Reconciler, RestartPolicy, vm_key
+from hafence.agent.watchdog import Watchdog
+from hafence.agent.watcher import KIND, VMWatcher
+from hafence.api.host import HostSpec, SelfFencing
+from hafence.api.lease import lease_annotations, renew_interval
+from hafence.kube import Api, NotFound
+
+log = logging.getLogger("hafence.agent")
+
+
+class AgentError(RuntimeError):
+    """A fatal, user-facing error at start (bad flag, unknown Host)."""
+
+
+@dataclass
+class AgentConfig:
+    host: str
+    namespace: str
+    state_dir: Path
+    boot_id: str
+    lease_duration: int = 10
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    stop_grace: float = 10.0
+    poll_interval: float = 1.0
+    host_refresh: float = 30.0
+    watch_timeout: int = 60
+    watchdog_device: str | None = None
+    kill_vms_on_exit: bool = False
+
+
+def _norm(report: dict[str, Any] | Any) -> dict[str, Any]:
+    if not isinstance(report, dict):
+        return {}
+    return {k: v for k, v in report.items() if v is not None and k != "updatedTime"}
+
+
+def _rv_int(obj: dict[str, Any]) -> int | None:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion", ""))
+    except ValueError:
+        return None
+
+
+class Agent:
+    def __init__(
+        self, cfg: AgentConfig, api: Api, watch_api: Api, drivers: dict[str, Driver]
+    ) -> None:
+        self.cfg = cfg
+        self.api = api
+        self.watch_api = watch_api
+        self.drivers = drivers
+        self.state = StateDir(cfg.state_dir)
+        self.reconciler = Reconciler(cfg.host, cfg.policy)
+        self.lease = LeaseWriter(
+            api,
+            host=cfg.host,
+            namespace=cfg.namespace,
+            instance_id=cfg.instance_id,
+            lease_duration_seconds=cfg.lease_duration,
+        )
+        self.watchdog = Watchdog(self._self_fence, device=cfg.watchdog_device)
+        self.cache: dict[str, dict[str, Any]] = {}
+        self.local: dict[str, LocalVM] = {}
+        self.swept = False
+        self.renewals = 0
+        self._written: dict[str, dict[str, Any]] = {}
+        self._fence_lock = threading.Lock()  # shared with the watchdog thread
+        self._pass_lock = asyncio.Lock()
+        self._kick = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._last_renewal: float | None = None
+        self._host_read_at = 0.0
+
+    # -- start-up ---------------------------------------------------------------------
+    def adopt(self) -> None:
+        self.state.ensure()
+        for vm in self.state.load_all():
+            if vm.driver not in self.drivers:
+                log.error("state record of %s names unknown driver %r; ignored", vm.key, vm.driver)
+                continue
+            self.local[vm.key] = vm
+        if self.local:
+            log.info("adopted %d VM records from %s", len(self.local), self.cfg.state_dir)
+        cached = self.state.read_host()
+        sf = cached.get("selfFencing") or {}
+        if sf.get("enabled"):
+            # Armed before we can reach the API server: the previous agent declared the
+            # watchdog in the lease, so the operator counts on it from its last renewal.
+            silent = max(0.0, time.time() - float(cached.get("lastRenewal") or time.time()))
+            self.watchdog.arm(float(sf["watchdogTimeoutSeconds"]), time.monotonic() - silent)
+            log.info(
+                "self-fencing watchdog armed from the state dir (%ss, last renewal %.1fs ago)",
+                sf["watchdogTimeoutSeconds"],
+                silent,
+            )
+
+    def _apply_host(self, obj: dict[str, Any]) -> None:
+        try:
+            spec = HostSpec.model_validate(obj.get("spec") or {})
+        except ValueError as exc:
+            raise AgentError(
+                f"Host {self.cfg.namespace}/{self.cfg.host}: invalid spec: {exc}"
+            ) from None
+        self._set_self_fencing(spec.self_fencing)
+
+    def _set_self_fencing(self, sf: SelfFencing) -> None:
+        if sf.enabled:
+            if self.watchdog.armed_timeout != float(sf.watchdog_timeout_seconds):
+                log.info("self-fencing watchdog armed: %ss", sf.watchdog_timeout_seconds)
+            last = self._last_renewal if self._last_renewal is not None else time.monotonic()
+            self.watchdog.arm(float(sf.watchdog_timeout_seconds), last)
+        elif self.watchdog.armed_timeout is not None:
+            log.info("self-fencing watchdog disarmed (Host spec.selfFencing.enabled is false)")
+            self.watchdog.disarm()
+        self._persist_host()
+
+    def _persist_host(self) -> None:
+        timeout = self.watchdog.armed_timeout
+        data: dict[str, Any] = {
+            "selfFencing": {
+                "enabled": timeout is not None,
+                "watchdogTimeoutSeconds": int(timeout or 0),
+            },
+        }
+        if self._last_renewal is not None:
+            data["lastRenewal"] = time.time() - (time.monotonic() - self._last_renewal)
+        self.state.write_host(data)
+
+    def _get_host(self) -> dict[str, Any]:
+        return self.api.get("Host", self.cfg.namespace, self.cfg.host)
+
+    async def read_host(self) -> None:
+        """The Host must exist; an unreachable API server is waited for, with backoff."""
+        delay = 0.5
+        while True:
+            try:
+                obj = await asyncio.to_thread(self._get_host)
+            except NotFound:
+                raise AgentError(
+                    f"--host {self.cfg.host!r}: no Host of that name in namespace "
+                    f"{self.cfg.namespace!r}"
+                ) from None
+            except Exception as exc:
+                log.warning(
+                    "reading Host %s/%s: %s; retrying in %.1fs",
+                    self.cfg.namespace,
+                    self.cfg.host,
+                    str(exc).splitlines()[0][:200],
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    raise AgentError("stopped before the Host could be read") from None
+                delay = min(delay * 2, 10.0)
+                continue
+            self._apply_host(obj)
+            self._host_read_at = time.monotonic()
+            return
+
+    # -- the watch feed -------------------------------------------------------------
+    def _on_watch(self, kind: str, payload: Any) -> None:
+        if kind == "snapshot":
+            self.cache = {vm_key(o): o for o in payload}
+        else:
+            key = vm_key(payload)
+            old = self.cache.get(key)
+            new_rv, old_rv = _rv_int(payload), (_rv_int(old) if old else None)
+            # A watch that lags behind a fresher list (the sweep's) must not roll an
+            # object back; etcd's revisions are integers, so compare when they parse.
+            if old_rv is not None and new_rv is not None and new_rv < old_rv:
+                return
+            if kind == "DELETED":
+                self.cache.pop(key, None)
+            else:
+                self.cache[key] = payload
+        self._kick.set()
+
+    # -- reconcile ------------------------------------------------------------------
+    def _observe_all(self) -> dict[str, Observed]:
+        out: dict[str, Observed] = {}
+        for key, vm in list(self.local.items()):
+            if vm.extra.get("fenced"):
+                out[key] = Observed(False, "killed by the watchdog")
+                continue
+            try:
+                out[key] = self.drivers[vm.driver].observe(vm)
+            except Exception as exc:
+                log.warning("observing %s: %s", key, exc)
+                out[key] = Observed(True, f"unknown: {exc}")  # never restart on doubt
+        return out
+
+    def _stop_vm(self, vm: LocalVM) -> None:
+        log.info("stopping %s (pid %s): not placed on %s", vm.key, vm.pid, self.cfg.host)
+        self.drivers[vm.driver].stop(vm, self.cfg.stop_grace)
+        with self._fence_lock:
+            self.local.pop(vm.key, None)
+            self.state.forget(vm.key)
+
+    def _start_vm(self, placed: Placed) -> dict[str, Any] | None:
+        assert placed.runtime is not None
+        with self._fence_lock:
+            if self.watchdog.fired or not self.swept:
+                return None
+            driver = self.drivers.get(placed.runtime.driver)
+            try:
+                if driver is None:
+                    raise StartError(
+                        f"spec.runtime.driver {placed.runtime.driver!r} is not "
+                        f"enabled on this agent"
+                    )
+                vm = driver.start(placed.key, placed.epoch, placed.runtime)
+            except StartError as exc:
+                log.error("starting %s failed: %s", placed.key, exc)
+                return self.reconciler.start_failed(placed, str(exc))
+            self.local[placed.key] = vm
+            self.state.save(vm)
+        log.info("started %s (epoch %d, pid %s)", placed.key, placed.epoch, vm.pid)
+        return self.reconciler.started(placed, vm)
+
+    def _forget(self, key: str) -> None:
+        with self._fence_lock:
+            self.local.pop(key, None)
+            self.state.forget(key)
+
+    async def reconcile(self, *, may_start: bool) -> None:
+        async with self._pass_lock:
+            placed = {k: Placed.from_object(o, self.cfg.host) for k, o in self.cache.items()}
+            observed = await asyncio.to_thread(self._observe_all)
+            plan = self.reconciler.plan(
+                placed,
+                dict(self.local),
+                observed,
+                now=time.monotonic(),
+                may_start=may_start and not self.watchdog.fired,
+            )
+            results = await asyncio.gather(
+                *(asyncio.to_thread(self._stop_vm, vm) for vm in plan.stop),
+                return_exceptions=True,
+            )
+            for vm, res in zip(plan.stop, results, strict=True):
+                if isinstance(res, BaseException):
+                    log.error("stopping %s failed: %s", vm.key, res)
+            for key in plan.forget:
+                self._forget(key)
+            for p in plan.start:
+                report = await asyncio.to_thread(self._start_vm, p)
+                if report is not None:
+                    plan.reports[p.key] = report
+            for key, report in plan.reports.items():
+                stored = _norm((self.cache.get(key, {}).get("status") or {}).get("runtime"))
+                want = _norm(report)
+                if want in (stored, self._written.get(key)):
+                    if key in plan.forget_after_report and want == stored:
+                        self._forget(key)
+                    continue
+                if await self._write_runtime(key, report) and key in plan.forget_after_report:
+                    self._forget(key)
+
+    async def _write_runtime(self, key: str, report: dict[str, Any]) -> bool:
+        namespace, _, name = key.partition("/")
+        body = {**report, "updatedTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        try:
+            await asyncio.to_thread(
+                self.api.patch, KIND, namespace, name, {"status": {"runtime": body}}, status=True
+            )
+        except NotFound:
+            return False
+        except Exception as exc:
+            log.warning("writing status.runtime of %s: %s", key, str(exc).splitlines()[0][:200])
+            return False
+        self._written[key] = _norm(report)
+        return True
+
+    async def reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.cfg.poll_interval)
+            self._kick.clear()
+            try:
+                await self.reconcile(may_start=self.swept)
+            except Exception:
+                log.exception("reconcile pass failed")
+
+    # -- heartbeat and S3 -----------------------------------------------------------
+    async def sweep(self) -> None:
+        """S3: with a fresh list, stop every local VM not placed here; then ready."""
+        listed = await asyncio.to_thread(self.api.list, KIND, self.cfg.namespace)
+        self._on_watch("snapshot", listed.get("items", []))
+        await self.reconcile(may_start=False)
+        self.swept = True
+        log.info(
+            "S3 sweep done: %d VMs running here, all placed on %s", len(self.local), self.cfg.host
+        )
+        self._kick.set()
+
+    def vm_count(self) -> int:
+        return sum(1 for vm in self.local.values() if not vm.extra.get("fenced"))
+
+    async def heartbeat_once(self) -> bool:
+        if not self.swept:
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("S3 sweep: %s", str(exc).splitlines()[0][:200])
+        if time.monotonic() - self._host_read_at > self.cfg.host_refresh:
+            try:
+                obj = await asyncio.to_thread(self._get_host)
+                self._apply_host(obj)
+                self._host_read_at = time.monotonic()
+            except Exception as exc:
+                log.warning("re-reading Host: %s", str(exc).splitlines()[0][:200])
+        timeout = self.watchdog.armed_timeout
+        annotations = lease_annotations(
+            boot_id=self.cfg.boot_id,
+            agent_version=__version__,
+            vm_count=self.vm_count(),
+            watchdog_timeout_seconds=None if timeout is None else int(timeout),
+            ready=self.swept,
+        )
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(self.lease.renew, datetime.now(UTC), annotations)
+        except Exception as exc:
+            if self.swept:
+                log.warning("lost contact with the API server: %s", str(exc).splitlines()[0][:200])
+            self.swept = False
+            return False
+        self.renewals += 1
+        self._last_renewal = started
+        self.watchdog.renewed(started)
+        if timeout is not None:
+            self._persist_host()
+        return True
+
+    async def heartbeat_loop(self) -> None:
+        interval = renew_interval(self.cfg.lease_duration)
+        backoff = min(0.5, interval)
+        while True:
+            ok = await self.heartbeat_once()
+            if ok:
+                delay, backoff = interval, min(0.5, interval)
+            else:
+                delay, backoff = backoff, min(backoff * 2, interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return
+
+    # -- self-fencing (watchdog thread) -----------------------------------------------
+    def _self_fence(self, reason: str) -> None:
+        with self._fence_lock:
+            self.swept = False
+            for vm in list(self.local.values()):
+                if vm.extra.get("fenced"):
+                    continue
+                try:
+                    self.drivers[vm.driver].kill(vm)
+                except Exception:
+                    log.exception("self-fencing: killing %s failed", vm.key)
+                    continue
+                vm.extra["fenced"] = f"killed by the self-fencing watchdog: {reason}"
+                self.state.save(vm)
+                log.error("self-fencing: killed %s (pid %s)", vm.key, vm.pid)
+
+    # -- run ----------------------------------------------------------------------------
+    async def _wait_stop(self) -> None:
+        await self._stopping.wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> int:
+        self.adopt()
+        self.watchdog.start()
+        loop = asyncio.get_running_loop()
+
+        def post(kind: str, payload: Any) -> None:
+            loop.call_soon_threadsafe(self._on_watch, kind, payload)
+
+        watcher = VMWatcher(
+            self.watch_api, self.cfg.namespace, post, watch_timeout=self.cfg.watch_timeout
+        )
+        try:
+            await self.read_host()
+            watcher.start()
+            tasks = [
+                asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self.reconcile_loop(), name="reconcile"),
+            ]
+            stop = asyncio.create_task(self._wait_stop())
+            done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in [*tasks, stop]:
+                task.cancel()
+            await asyncio.gather(*tasks, stop, return_exceptions=True)
+            for task in done:
+                exc = None if task.cancelled() else task.exception()
+                if exc is not None:
+                    raise exc
+        finally:
+            watcher.stop()
+            self.watchdog.stop()
+            if self.cfg.kill_vms_on_exit:
+                for vm in list(self.local.values()):
+                    with contextlib.suppress(Exception):
+                        self.drivers[vm.driver].kill(vm)
+                    self._forget(vm.key)
+                log.info("killed all VMs on exit (--kill-vms-on-exit)")
+        log.info("agent stopped; %d VMs left running", self.vm_count())
+        return 0

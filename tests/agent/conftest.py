@@ -1,0 +1,116 @@
+"""Fixtures for the host agent: real agent processes against the real API server.
+
+Each agent runs as ``python -m hafence agent`` with a state dir of its own; teardown
+stops it and kills every VM process recorded in that state dir, even on failure.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hafence.agent.process import kill_all
+
+from .helpers import TcpProxy
+
+
+@dataclass
+class AgentProc:
+    host: str
+    namespace: str
+    state_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+    argv: list[str] = field(default_factory=list)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+@pytest.fixture
+def start_agent(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., AgentProc]]:
+    agents: list[AgentProc] = []
+
+    def start(
+        host: str,
+        namespace: str,
+        *extra: str,
+        kubeconfig_path: str | None = None,
+        state_dir: Path | None = None,
+        boot_id: str = "0123abcd-0000-4000-8000-000000000001",
+        lease_duration: int = 3,
+    ) -> AgentProc:
+        sd = state_dir or tmp_path / f"state-{host}"
+        log = tmp_path / f"agent-{host}-{len(agents)}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "hafence",
+            "agent",
+            "--host",
+            host,
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            kubeconfig_path or kubeconfig,
+            "--state-dir",
+            str(sd),
+            "--lease-duration",
+            str(lease_duration),
+            "--boot-id",
+            boot_id,
+            "--poll-interval",
+            "0.2",
+            "--stop-grace",
+            "2",
+            "--restart-backoff",
+            "0.2",
+            "--restart-backoff-max",
+            "1",
+            *extra,
+        ]
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        agent = AgentProc(host, namespace, sd, log, proc, argv)
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+        kill_all(agent.state_dir)
+
+
+@pytest.fixture
+def proxied_kubeconfig(kubeconfig: str, tmp_path: Path) -> Iterator[tuple[str, TcpProxy]]:
+    """A kubeconfig whose server is a TcpProxy in front of the real API server."""
+    text = Path(kubeconfig).read_text()
+    server = next(ln.split("server:", 1)[1].strip() for ln in text.splitlines() if "server:" in ln)
+    port = int(server.rsplit(":", 1)[1])
+    proxy = TcpProxy(port)
+    path = tmp_path / "kubeconfig-proxied"
+    path.write_text(text.replace(server, f"https://127.0.0.1:{proxy.port}"))
+    yield str(path), proxy
+    proxy.close()
