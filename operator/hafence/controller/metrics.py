@@ -1,0 +1,248 @@
+"""Prometheus metrics of the operator, and the HTTP server for them and the probes.
+
+Metrics (one registry per :class:`Metrics`; this table goes into the user guide):
+
+| metric                           | type      | labels                    | meaning               |
+|----------------------------------|-----------|---------------------------|-----------------------|
+| `hafence_hosts`                  | gauge     | `phase`                   | hosts per phase       |
+| `hafence_vms`                    | gauge     | `phase`                   | HA VMs per phase      |
+| `hafence_fence_attempts_total`   | counter   | `driver`,`action`,`result`| power actions sent    |
+| `hafence_fence_duration_seconds` | histogram | `driver`,`action`         | one power action      |
+| `hafence_soft_fences_total`      | counter   | `result`                  | SSH agent restarts    |
+| `hafence_vm_recovery_seconds`    | histogram |                           | fault to VM running   |
+| `hafence_leader`                 | gauge     |                           | 1 if leading, else 0  |
+| `hafence_leader_epoch`           | gauge     |                           | latest epoch seen     |
+
+- `phase`: every phase of the API is exported, 0 when empty, so a phase that empties
+  drops to 0 instead of keeping its last value.
+- `driver`: the fence agent type (`ipmilan`, `redfish`, `apc`...); `action`: `status`,
+  `off` or `on`; `result`: `success`, `failure` or `timeout`.
+- Soft fence `result`: `success` (heartbeat came back), `failure` (the command failed),
+  `timeout` (no heartbeat afterwards).
+- `hafence_vm_recovery_seconds`: from the host fault being detected (heartbeat lost)
+  to the HA VM running on another host.
+- `hafence_leader_epoch`: the epoch on the leader Lease as this replica last saw it.
+
+HTTP endpoints (:class:`MetricsServer`, default ``0.0.0.0:8080`` in a cluster):
+
+- ``GET /metrics``: the Prometheus text format.
+- ``GET /healthz``: liveness, 200 whenever the event loop gets to answer; a blocked
+  loop times the probe out, which is the point.
+- ``GET /readyz``: 200 once :meth:`MetricsServer.set_ready` was called with True
+  (the operator's watches are up), else 503.  A standby replica is ready too:
+  readiness says "this process works", not "this process leads".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Literal, get_args
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from hafence.api.host import HostPhase
+from hafence.api.vm import VMPhase
+
+log = logging.getLogger(__name__)
+
+FenceAction = Literal["status", "off", "on"]
+FenceResult = Literal["success", "failure", "timeout"]
+SoftFenceResult = Literal["success", "failure", "timeout"]
+
+HOST_PHASES: tuple[str, ...] = get_args(HostPhase)
+VM_PHASES: tuple[str, ...] = get_args(VMPhase)
+
+# Power actions last from a fraction of a second (IPMI status) to a couple of
+# minutes (a slow BMC powering on); VM recovery from seconds to oVirt's 30 minutes.
+FENCE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+RECOVERY_BUCKETS = (
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    180.0,
+    300.0,
+    600.0,
+    1800.0,
+)
+
+
+class Metrics:
+    """The operator's metrics; a registry of their own unless one is given."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.hosts = Gauge("hafence_hosts", "Hosts in each phase.", ["phase"], registry=r)
+        self.vms = Gauge("hafence_vms", "HA VMs in each phase.", ["phase"], registry=r)
+        self.fence_attempts = Counter(
+            "hafence_fence_attempts",
+            "Power actions sent through a fence agent, by agent type, action and result.",
+            ["driver", "action", "result"],
+            registry=r,
+        )
+        self.fence_duration = Histogram(
+            "hafence_fence_duration_seconds",
+            "Duration of one power action through a fence agent.",
+            ["driver", "action"],
+            buckets=FENCE_BUCKETS,
+            registry=r,
+        )
+        self.soft_fences = Counter(
+            "hafence_soft_fences",
+            "SSH soft fences (agent restarts), by result.",
+            ["result"],
+            registry=r,
+        )
+        self.vm_recovery = Histogram(
+            "hafence_vm_recovery_seconds",
+            "From a host fault being detected to its HA VM running on another host.",
+            buckets=RECOVERY_BUCKETS,
+            registry=r,
+        )
+        self.leader = Gauge("hafence_leader", "1 while this replica leads, else 0.", registry=r)
+        self.leader_epoch = Gauge(
+            "hafence_leader_epoch", "Latest leader epoch seen on the leader Lease.", registry=r
+        )
+        self.set_host_phases({})
+        self.set_vm_phases({})
+
+    def set_host_phases(self, counts: Mapping[str, int]) -> None:
+        """Replace the host counts; phases missing from ``counts`` become 0."""
+        _set_phases(self.hosts, HOST_PHASES, counts, "host")
+
+    def set_vm_phases(self, counts: Mapping[str, int]) -> None:
+        _set_phases(self.vms, VM_PHASES, counts, "VM")
+
+    def fence_action(
+        self, driver: str, action: FenceAction, result: FenceResult, seconds: float
+    ) -> None:
+        """One power action through one fence agent finished."""
+        self.fence_attempts.labels(driver=driver, action=action, result=result).inc()
+        self.fence_duration.labels(driver=driver, action=action).observe(seconds)
+
+    def soft_fence(self, result: SoftFenceResult) -> None:
+        self.soft_fences.labels(result=result).inc()
+
+    def vm_recovered(self, seconds: float) -> None:
+        """An HA VM runs elsewhere, ``seconds`` after its host's fault was detected."""
+        self.vm_recovery.observe(seconds)
+
+    def set_leader(self, leading: bool, epoch: int) -> None:
+        self.leader.set(1 if leading else 0)
+        self.leader_epoch.set(epoch)
+
+    def track_leader(self, is_leader: Callable[[], bool], epoch: Callable[[], int]) -> None:
+        """Read leadership at scrape time, e.g. ``track_leader(lambda: e.is_leader,
+        lambda: e.observed_epoch)`` for a LeaderElector ``e``: never stale."""
+        self.leader.set_function(lambda: 1.0 if is_leader() else 0.0)
+        self.leader_epoch.set_function(lambda: float(epoch()))
+
+    def render(self) -> bytes:
+        data: bytes = generate_latest(self.registry)
+        return data
+
+
+def _set_phases(
+    gauge: Gauge, phases: tuple[str, ...], counts: Mapping[str, int], what: str
+) -> None:
+    unknown = set(counts) - set(phases)
+    if unknown:
+        # A phase the API does not define means a bug upstream; keep it visible
+        # rather than dropping the count.
+        log.error("unknown %s phase(s) in metrics: %s", what, ", ".join(sorted(unknown)))
+    for phase in (*phases, *sorted(unknown)):
+        gauge.labels(phase=phase).set(counts.get(phase, 0))
+
+
+class MetricsServer:
+    """Serves /metrics, /healthz and /readyz on ``host:port`` (port 0: any free one)."""
+
+    def __init__(self, metrics: Metrics, host: str = "0.0.0.0", port: int = 8080) -> None:
+        self.metrics = metrics
+        self.host = host
+        self._port = port
+        self._ready = False
+        self._runner: web.AppRunner | None = None
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._app = app
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready = ready
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when constructed with port 0)."""
+        if self._runner is not None:
+            for address in self._runner.addresses:
+                if isinstance(address, tuple) and len(address) >= 2:
+                    return int(address[1])
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self._app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(
+                exc.errno,
+                f"metrics server cannot listen on {self.host}:{self._port}: {exc.strerror}",
+            ) from None
+        self._runner = runner
+        log.info("metrics and probes on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> MetricsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self._ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready: watches not started\n")
