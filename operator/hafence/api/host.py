@@ -112,12 +112,33 @@ class HostSpec(Model):
     )
 
 
+FenceProof = Literal["fence", "confirmation", "self-fence", "reboot"]
+
+
 class FencingStatus(Model):
+    """The current outage and where its escalation stands (restored after a restart)."""
+
     outage_id: str | None = Field(default=None, alias="outageID")
+    outage_start_time: datetime | None = Field(
+        default=None, description="When the lease expired: FenceConfirmations made "
+        "before this are stale."
+    )
+    boot_id_at_outage: str | None = Field(
+        default=None, alias="bootIDAtOutage",
+        description="The boot ID when the outage began; a different one later means "
+        "the host really rebooted.",
+    )
+    proof: FenceProof | None = Field(
+        default=None, description="Why the host counts as off for this outage."
+    )
     attempt: int = 0
     level: int | None = None
-    last_action: str | None = None
-    last_result: str | None = None
+    last_action: str | None = Field(
+        default=None, description="power-status, soft-fence, status, off, verify or on."
+    )
+    last_result: str | None = Field(
+        default=None, description="'pending' while the action has no result yet."
+    )
     agent: str | None = None
     proxy: str | None = None
     since: datetime | None = None

@@ -118,6 +118,14 @@ class HAVirtualMachineStatus(Model):
     restart_count: int = 0
     last_failure_reason: str | None = None
     next_placement_time: datetime | None = None
+    placement_attempts: int = Field(
+        default=0, ge=0, description="Failed placement tries since the VM became Pending."
+    )
+    last_host: str | None = Field(
+        default=None,
+        description="The host that may still run this VM: it moves elsewhere only once "
+        "that host is proven off or its agent reported the VM stopped.",
+    )
     observed_generation: int | None = None
     runtime: RuntimeStatus | None = None
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_EXTRA)

@@ -1,0 +1,360 @@
+"""The whole datacenter as the core sees it: ``handle(input)`` and ``tick(now)``.
+
+Both return the actions to execute, in order.  Status writes come last, hosts before
+VMs: a host's proof ("fenced for outage X") is persisted before the VM placements that
+rely on it, so a crash between the two re-releases the VMs on restart instead of losing
+the release.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from hafence.core import fencing_plan as fp
+from hafence.core import messages as m
+from hafence.core.host import HostMachine
+from hafence.core.persist import confirmation_status, host_status, restore_host, vm_status
+from hafence.core.policy import Settings
+from hafence.core.records import ConfirmationRecord, HostRecord, VMRecord
+from hafence.core.transitions import OUTAGE_PHASES, RELEASED_PHASES, Phase, Trigger
+from hafence.core.vms import VMBook
+
+
+class Engine:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.hosts: dict[str, HostRecord] = {}
+        self.agents: dict[str, fp.AgentRef] = {}
+        self.confirmations: dict[str, ConfirmationRecord] = {}
+        self.quiet_until: float | None = None
+        self.machine = HostMachine(self)
+        self.vmbook = VMBook(self.settings, self.act, self._vm_event)
+        self._out: list[m.Action] = []
+        self._dirty_hosts: set[str] = set()
+        self._dirty_confirmations: set[str] = set()
+        self._alerts: set[str] = set()
+
+    @property
+    def vms(self) -> dict[str, VMRecord]:
+        return self.vmbook.vms
+
+    # ------------------------------------------------------------ public API
+
+    def handle(self, ev: m.Input) -> list[m.Action]:
+        now = ev.now
+        self._dispatch(ev)
+        for rec in list(self.hosts.values()):
+            self.machine.evaluate(rec, now)
+        self.vmbook.schedule(now, self.hosts)
+        return self._flush()
+
+    def tick(self, now: float) -> list[m.Action]:
+        for rec in list(self.hosts.values()):
+            self.machine.evaluate(rec, now)
+        self.vmbook.schedule(now, self.hosts)
+        return self._flush()
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which ``tick`` may have something to do (for shells that
+        sleep between ticks); None when only an input can change anything."""
+        times: list[float] = []
+        if self.quiet_until is not None:
+            times.append(self.quiet_until)
+        for h in self.hosts.values():
+            exp = h.lease_expiry()
+            if exp is not None:
+                times.append(exp)
+                if h.outage_start is not None:
+                    times.append(h.outage_start + self.settings.grace(self.vm_count(h.name)))
+                if h.watchdog_timeout is not None:
+                    times.append(
+                        exp
+                        + max(h.watchdog_timeout, h.spec.self_fencing.watchdog_timeout_seconds)
+                        + self.settings.self_fence_safety_margin
+                    )
+            if h.step == "soft-fence-wait" and h.step_since is not None:
+                times.append(h.step_since + self.settings.soft_fence_timeout)
+            if h.next_retry is not None:
+                times.append(h.next_retry)
+        for v in self.vmbook.vms.values():
+            if v.phase == "Pending" and v.next_placement is not None:
+                times.append(v.next_placement)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------ inputs
+
+    def _dispatch(self, ev: m.Input) -> None:
+        if isinstance(ev, m.OperatorStarted):
+            self.quiet_until = ev.now + self.settings.startup_quiet_period
+        elif isinstance(ev, m.HostObserved):
+            rec = self.hosts.get(ev.name)
+            if rec is None:
+                rec = self.hosts[ev.name] = HostRecord(name=ev.name, spec=ev.spec)
+                if ev.status is not None and ev.status.phase is not None:
+                    restore_host(rec, ev.status)
+                    self._rerelease(rec, ev.now)
+                else:
+                    rec.phase_since = ev.now
+                    self._dirty_hosts.add(ev.name)
+            capacity_grew = rec.spec.capacity != ev.spec.capacity or rec.labels != ev.labels
+            rec.spec = ev.spec
+            rec.labels = dict(ev.labels)
+            if capacity_grew:
+                self.vmbook.retry_now(rec.spec.cluster, ev.now)
+        elif isinstance(ev, m.HostDeleted):
+            self.hosts.pop(ev.name, None)
+            self._dirty_hosts.discard(ev.name)
+        elif isinstance(ev, m.FenceAgentObserved):
+            self.agents[ev.name] = fp.AgentRef(
+                ev.name, ev.spec.host_ref.name, ev.spec.order, ev.spec.type
+            )
+            host = self.hosts.get(ev.spec.host_ref.name)
+            if host is not None and host.phase is Phase.ISOLATED and host.next_retry is None:
+                host.next_retry = ev.now  # power management appeared: try it
+        elif isinstance(ev, m.FenceAgentDeleted):
+            self.agents.pop(ev.name, None)
+        elif isinstance(ev, m.VMObserved):
+            self.vmbook.observe(ev.now, ev.name, ev.spec, ev.status, self.hosts)
+            vm = self.vmbook.vms[ev.name]
+            host = self.hosts.get(vm.holder or "")
+            if host is not None and host.phase in RELEASED_PHASES:
+                self._rerelease(host, ev.now)
+        elif isinstance(ev, m.VMRuntimeObserved):
+            self.vmbook.observe_runtime(ev.now, ev.vm, ev.runtime, self.hosts)
+        elif isinstance(ev, m.VMDeleted):
+            cluster = self.vmbook.delete(ev.name)
+            if cluster is not None:
+                self.vmbook.retry_now(cluster, ev.now)
+        elif isinstance(ev, m.ConfirmationObserved):
+            self._confirmation(ev)
+        elif isinstance(ev, m.LeaseObserved):
+            self._lease(ev)
+        elif isinstance(ev, m.PowerStatusResult | m.SoftFenceResult | m.FenceStepResult):
+            rec = self.hosts.get(ev.host)
+            if rec is None:
+                return
+            if isinstance(ev, m.PowerStatusResult):
+                self.machine.on_power_status(rec, ev)
+            elif isinstance(ev, m.SoftFenceResult):
+                self.machine.on_soft_fence(rec, ev)
+            else:
+                self.machine.on_fence_step(rec, ev)
+
+    def _lease(self, ev: m.LeaseObserved) -> None:
+        rec = self.hosts.get(ev.host)
+        if rec is None:
+            return
+        changed = ev.renew_time != rec.renew_time or ev.boot_id != rec.boot_id
+        if not rec.lease_seen:
+            # First sight (also after a restart): the agent's clock, never beyond ours.
+            rec.renewed_at = min(ev.renew_time, ev.now)
+        elif changed:
+            rec.renewed_at = ev.now
+        if changed or not rec.lease_seen:
+            self._dirty_hosts.add(rec.name)
+        rec.lease_seen = True
+        rec.renew_time = ev.renew_time
+        rec.lease_duration = ev.duration
+        rec.boot_id = ev.boot_id
+        rec.watchdog_timeout = ev.watchdog_timeout
+        rec.ready = ev.ready
+
+    def _rerelease(self, rec: HostRecord, now: float) -> None:
+        """A host proven off must hold no VM (a crash may have cut a release short)."""
+        if rec.phase in RELEASED_PHASES and self.vmbook.on_host(rec.name):
+            self.vmbook.release(rec, rec.proof or "fence", now)
+
+    def _confirmation(self, ev: m.ConfirmationObserved) -> None:
+        known = self.confirmations.get(ev.name)
+        if known is not None:
+            return
+        rec = ConfirmationRecord(ev.name, ev.spec.host_ref.name, ev.spec.reason, ev.created_at)
+        self.confirmations[ev.name] = rec
+        st = ev.status
+        if st is not None and st.phase in ("Applied", "Rejected"):
+            rec.phase, rec.message, rec.outage_id = st.phase, st.message, st.outage_id
+            return
+        host = self.hosts.get(rec.host)
+        verdict = self._confirmation_verdict(rec, host, ev.now)
+        if verdict is not None:
+            rec.phase, rec.message = "Rejected", verdict
+            self.event(rec.name, "ConfirmationRejected", verdict, "Warning", "FenceConfirmation")
+        else:
+            assert host is not None
+            rec.phase, rec.outage_id, rec.applied_at = "Applied", host.outage_id, ev.now
+            rec.message = f"host {host.name} treated as off for outage {host.outage_id}"
+            self.event(
+                host.name,
+                "ConfirmationApplied",
+                f"FenceConfirmation {rec.name}: {rec.reason}",
+                "Warning",
+            )
+            self.machine.fire(host, Trigger.CONFIRMED, ev.now, proof="confirmation")
+            rec.released = tuple(
+                v.name
+                for v in self.vmbook.vms.values()
+                if v.last_failure_reason is not None
+                and v.epoch
+                and v.holder is None
+                and v.last_failure_reason.startswith(f"host {host.name} confirmation")
+            )
+        self._dirty_confirmations.add(rec.name)
+
+    def _confirmation_verdict(
+        self, rec: ConfirmationRecord, host: HostRecord | None, now: float
+    ) -> str | None:
+        if host is None:
+            return f"host {rec.host} does not exist"
+        if host.lease_fresh(now) or host.phase in (Phase.UP, Phase.PENDING):
+            return f"host {rec.host} is {host.phase.value} with a fresh heartbeat"
+        if host.phase is Phase.MAINTENANCE:
+            return f"host {rec.host} is in maintenance"
+        if host.phase in RELEASED_PHASES:
+            return (
+                f"host {rec.host} is already proven off ({host.proof}) for outage {host.outage_id}"
+            )
+        assert host.phase in OUTAGE_PHASES and host.outage_start is not None
+        if rec.created_at < math.floor(host.outage_start):
+            return (
+                f"stale: made before outage {host.outage_id} of host {rec.host} began; "
+                "create a new FenceConfirmation"
+            )
+        for other in self.confirmations.values():
+            if other.phase == "Applied" and other.outage_id == host.outage_id:
+                return f"outage {host.outage_id} was already confirmed by {other.name}"
+        return None
+
+    # ------------------------------------------------------------ HostContext
+
+    def quiet(self, now: float) -> bool:
+        return self.quiet_until is not None and now < self.quiet_until
+
+    def levels(self, host: str) -> tuple[fp.Level, ...]:
+        rec = self.hosts.get(host)
+        if rec is None or not rec.spec.power_management.enabled:
+            return ()
+        return fp.levels(a for a in self.agents.values() if a.host == host)
+
+    def vm_count(self, host: str) -> int:
+        return self.vmbook.count_on(host)
+
+    def fence_hold(self, rec: HostRecord, now: float) -> tuple[str, str] | None:
+        if self.quiet(now):
+            return "FenceSkippedQuietPeriod", "operator just started: quiet period"
+        cluster = rec.spec.cluster
+        pol = self.settings.cluster(cluster)
+        if not pol.fencing_enabled:
+            return "FenceSkippedDisabled", f"fencing is disabled for cluster {cluster}"
+        members = [
+            h
+            for h in self.hosts.values()
+            if h.spec.cluster == cluster and h.phase is not Phase.MAINTENANCE
+        ]
+        down = sum(1 for h in members if h.phase in OUTAGE_PHASES)
+        key = f"FenceSkippedBrokenConnectivity/{cluster}"
+        if members and down * 100 >= pol.skip_if_unreachable_percent * len(members):
+            msg = (
+                f"{down}/{len(members)} hosts of cluster {cluster} unreachable (>= "
+                f"{pol.skip_if_unreachable_percent}%): the operator's network is the "
+                "likelier fault, fencing skipped"
+            )
+            self.alert(key, True, msg)
+            return "FenceSkippedBrokenConnectivity", msg
+        self.alert(key, False)
+        fencing = sum(1 for h in self.hosts.values() if h.phase is Phase.FENCING)
+        if fencing >= self.settings.max_concurrent_fences:
+            return (
+                "FenceDelayedConcurrency",
+                f"{fencing} fences running (max {self.settings.max_concurrent_fences})",
+            )
+        return None
+
+    def proxies(self, rec: HostRecord) -> tuple[str, ...]:
+        out: list[str] = []
+        limit = self.settings.max_proxy_candidates
+        for pref in rec.spec.power_management.proxy_preference:
+            if pref == "operator":
+                out.append("operator")
+                continue
+            same = pref == "cluster"
+            cands = sorted(
+                h.name
+                for h in self.hosts.values()
+                if h.name != rec.name
+                and h.phase is Phase.UP
+                and not h.spec.maintenance
+                and (h.spec.cluster == rec.spec.cluster) == same
+            )
+            out.extend(c for c in cands[:limit] if c not in out)
+        return tuple(out)
+
+    def release_vms(self, rec: HostRecord, proof: str, now: float) -> None:
+        self.vmbook.release(rec, proof, now)
+        self.vmbook.retry_now(rec.spec.cluster, now)
+
+    def vms_unknown(self, rec: HostRecord, now: float) -> None:
+        self.vmbook.host_unknown(rec.name)
+
+    def vms_back(self, rec: HostRecord, now: float) -> None:
+        self.vmbook.host_back(rec.name)
+
+    def host_up(self, rec: HostRecord, now: float) -> None:
+        self.vmbook.host_back(rec.name)
+        self.vmbook.retry_now(rec.spec.cluster, now)
+
+    def act(self, action: m.Action) -> None:
+        self._out.append(action)
+
+    def event(
+        self,
+        name: str,
+        reason: str,
+        message: str,
+        type: Literal["Normal", "Warning"] = "Normal",
+        kind: Literal["Host", "HAVirtualMachine", "FenceConfirmation"] = "Host",
+    ) -> None:
+        self._out.append(m.EmitEvent(kind, name, reason, message, type))
+
+    def _vm_event(
+        self, name: str, reason: str, message: str, type: Literal["Normal", "Warning"]
+    ) -> None:
+        self._out.append(m.EmitEvent("HAVirtualMachine", name, reason, message, type))
+
+    def alert(self, key: str, active: bool, message: str = "") -> None:
+        if active == (key in self._alerts):
+            return
+        if active:
+            self._alerts.add(key)
+        else:
+            self._alerts.discard(key)
+        self._out.append(
+            m.Alert(
+                key, active, message, "critical" if key.startswith("HostIsolated") else "warning"
+            )
+        )
+
+    def dirty_host(self, name: str) -> None:
+        self._dirty_hosts.add(name)
+
+    # ------------------------------------------------------------ output
+
+    def _flush(self) -> list[m.Action]:
+        out = self._out
+        self._out = []
+        for name in sorted(self._dirty_hosts):
+            rec = self.hosts.get(name)
+            if rec is not None:
+                out.append(m.WriteHostStatus(name, host_status(rec, self.vm_count(name))))
+        for name in sorted(self._dirty_confirmations):
+            out.append(
+                m.WriteConfirmationStatus(name, confirmation_status(self.confirmations[name]))
+            )
+        for name, placed in sorted(self.vmbook.dirty.items()):
+            vm = self.vmbook.vms.get(name)
+            if vm is not None:
+                out.append(m.WriteVMStatus(name, vm_status(vm), placed))
+        self._dirty_hosts.clear()
+        self._dirty_confirmations.clear()
+        self.vmbook.dirty.clear()
+        return out

@@ -1,0 +1,153 @@
+"""Core records <-> the status the shell persists (Host.status, HAVirtualMachine.status).
+
+Written so that an operator restart resumes where it stopped: the outage (ID, start,
+boot ID, proof), the fencing attempt/level/step and whether its result was still pending
+(then the step is issued again after the quiet period), VM placements and epochs, the
+host that may still run a VM (``lastHost``) and the VM retry schedule.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hafence.api.base import Condition
+from hafence.api.confirmation import FenceConfirmationStatus
+from hafence.api.host import FencingStatus, HostStatus
+from hafence.api.vm import HAVirtualMachineStatus
+from hafence.core.records import HOST_STEPS, ConfirmationRecord, HostRecord, VMRecord
+from hafence.core.transitions import Phase
+
+
+def to_datetime(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, tz=UTC)
+
+
+def to_seconds(dt: datetime | None) -> float | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
+    fencing = None
+    if rec.outage_id is not None:
+        step = rec.step
+        result = rec.last_result
+        if step == "soft-fence-wait":
+            step, result = "soft-fence", "ok: waiting for the heartbeat"
+        elif rec.step_pending:
+            result = "pending"
+        fencing = FencingStatus(
+            outage_id=rec.outage_id,
+            outage_start_time=to_datetime(rec.outage_start),
+            boot_id_at_outage=rec.boot_id_at_outage,
+            proof=rec.proof,
+            attempt=rec.attempt,
+            level=rec.level_index if step in ("status", "off", "verify", "on") else None,
+            last_action=step,
+            last_result=result,
+            agent=rec.agent,
+            proxy=rec.proxy,
+            since=to_datetime(rec.step_since),
+            next_retry_time=to_datetime(rec.next_retry),
+        )
+    return HostStatus(
+        phase=rec.phase.value,
+        phase_since=to_datetime(rec.phase_since),
+        last_heartbeat_time=to_datetime(rec.renew_time),
+        boot_id=rec.boot_id,
+        power_state=rec.power_state,
+        fencing=fencing,
+        vm_count=vm_count,
+    )
+
+
+def restore_host(rec: HostRecord, status: HostStatus) -> None:
+    """Fill ``rec`` from a persisted status.  Nothing is in flight after a restart: a
+    step whose result was pending is issued again (``step_pending``)."""
+    if status.phase is not None:
+        rec.phase = Phase(status.phase)
+    rec.phase_since = to_seconds(status.phase_since)
+    rec.renew_time = to_seconds(status.last_heartbeat_time)
+    rec.boot_id = status.boot_id
+    rec.power_state = status.power_state
+    f = status.fencing
+    if f is None or f.outage_id is None:
+        return
+    rec.outage_id = f.outage_id
+    rec.outage_start = to_seconds(f.outage_start_time)
+    rec.boot_id_at_outage = f.boot_id_at_outage
+    rec.proof = f.proof
+    rec.attempt = f.attempt
+    rec.level_index = f.level or 0
+    rec.agent, rec.proxy = f.agent, f.proxy
+    rec.step_since = to_seconds(f.since)
+    rec.next_retry = to_seconds(f.next_retry_time)
+    rec.last_result = f.last_result
+    step = f.last_action if f.last_action in HOST_STEPS else None
+    if step == "soft-fence" and (f.last_result or "").startswith("ok"):
+        step = "soft-fence-wait"
+    rec.step = step
+    rec.step_pending = f.last_result == "pending"
+
+
+def vm_status(rec: VMRecord) -> HAVirtualMachineStatus:
+    conditions = []
+    if rec.unschedulable is not None:
+        conditions.append(
+            Condition(
+                type="Scheduled",
+                status="False",
+                reason="Unschedulable",
+                message=rec.unschedulable,
+                last_transition_time=to_datetime(rec.unschedulable_since),
+            )
+        )
+    elif rec.host is not None:
+        conditions.append(
+            Condition(
+                type="Scheduled", status="True", reason="Placed", message=f"placed on {rec.host}"
+            )
+        )
+    return HAVirtualMachineStatus(
+        phase=rec.phase,
+        host=rec.host,
+        placement_epoch=rec.epoch,
+        restart_count=rec.restart_count,
+        last_failure_reason=rec.last_failure_reason,
+        next_placement_time=to_datetime(rec.next_placement),
+        placement_attempts=rec.attempts,
+        last_host=rec.holder,
+        conditions=conditions,
+    )
+
+
+def restore_vm(rec: VMRecord, status: HAVirtualMachineStatus) -> None:
+    if status.phase is not None:
+        rec.phase = status.phase
+    rec.host = status.host
+    rec.epoch = status.placement_epoch
+    rec.restart_count = status.restart_count
+    rec.last_failure_reason = status.last_failure_reason
+    rec.next_placement = to_seconds(status.next_placement_time)
+    rec.attempts = status.placement_attempts
+    # Older statuses lack lastHost: a placed VM may run where it is placed.
+    rec.holder = status.last_host if status.last_host is not None else status.host
+    for c in status.conditions:
+        if c.type == "Scheduled" and c.status == "False":
+            rec.unschedulable = c.message
+            rec.unschedulable_since = to_seconds(c.last_transition_time)
+    rec.restart_pending = rec.phase == "Pending" and rec.last_failure_reason is not None
+    rec.runtime = status.runtime
+
+
+def confirmation_status(rec: ConfirmationRecord) -> FenceConfirmationStatus:
+    return FenceConfirmationStatus(
+        phase=rec.phase,
+        message=rec.message,
+        outage_id=rec.outage_id,
+        applied_time=to_datetime(rec.applied_at),
+        released_vms=list(rec.released),
+    )

@@ -1,0 +1,108 @@
+"""Tunable policies of the core, with oVirt's behaviour as the default where it exists.
+
+Every duration is in seconds.  The core never reads a clock: the callers pass ``now``
+and these settings turn it into deadlines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class ClusterPolicy:
+    """Per-cluster fencing policy (oVirt's cluster "Fencing Policy")."""
+
+    fencing_enabled: bool = True
+    # oVirt's "skip fencing if N% of hosts are non-responsive": the operator's own
+    # network is the likelier fault when many hosts vanish together.
+    skip_if_unreachable_percent: int = 50
+
+
+@dataclass(frozen=True)
+class Settings:
+    # oVirt's TimeoutToResetVdsInSeconds + DelayResetPerVmInSeconds * VMs, bounded:
+    # a loaded host gets longer to come back before anyone touches it.
+    connecting_grace: float = 10.0
+    connecting_grace_per_vm: float = 0.5
+    connecting_grace_max: float = 60.0
+    # How long to wait for the heartbeat after a soft fence (agent restart) returned.
+    soft_fence_timeout: float = 30.0
+    # Isolated hosts: fencing retried after base * factor**(attempt-1), capped.
+    fence_retry_base: float = 60.0
+    fence_retry_factor: float = 2.0
+    fence_retry_max: float = 900.0
+    max_concurrent_fences: int = 5
+    # oVirt's DisableFenceAtStartupInSec: right after start-up the view of the
+    # heartbeats is not trustworthy yet.
+    startup_quiet_period: float = 60.0
+    # oVirt's HA restart schedule: every 30 s ten times, then every 30 min.
+    vm_retry_fast_interval: float = 30.0
+    vm_retry_fast_count: int = 10
+    vm_retry_slow_interval: float = 1800.0
+    # Added to lease expiry + watchdog timeout before self-fencing counts as proof.
+    self_fence_safety_margin: float = 15.0
+    # How many proxy hosts of each kind a fence action offers the shell.
+    max_proxy_candidates: int = 3
+    default_cluster_policy: ClusterPolicy = field(default_factory=ClusterPolicy)
+    cluster_policies: Mapping[str, ClusterPolicy] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "connecting_grace",
+            "connecting_grace_per_vm",
+            "soft_fence_timeout",
+            "fence_retry_base",
+            "startup_quiet_period",
+            "vm_retry_fast_interval",
+            "vm_retry_slow_interval",
+            "self_fence_safety_margin",
+        ):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"Settings.{name} must be >= 0, got {value!r}")
+        if self.connecting_grace_max < self.connecting_grace:
+            raise ValueError(
+                f"Settings.connecting_grace_max ({self.connecting_grace_max!r}) must be >= "
+                f"connecting_grace ({self.connecting_grace!r})"
+            )
+        if self.fence_retry_factor < 1:
+            raise ValueError(
+                f"Settings.fence_retry_factor must be >= 1, got {self.fence_retry_factor!r}"
+            )
+        if self.max_concurrent_fences < 1:
+            raise ValueError(
+                f"Settings.max_concurrent_fences must be >= 1, got {self.max_concurrent_fences!r}"
+            )
+        for cname, pol in {
+            "<default>": self.default_cluster_policy,
+            **dict(self.cluster_policies),
+        }.items():
+            if not 1 <= pol.skip_if_unreachable_percent <= 101:
+                raise ValueError(
+                    f"cluster {cname}: skip_if_unreachable_percent must be 1..101 "
+                    f"(101 disables the check), got {pol.skip_if_unreachable_percent!r}"
+                )
+
+    def cluster(self, name: str) -> ClusterPolicy:
+        return self.cluster_policies.get(name, self.default_cluster_policy)
+
+    def grace(self, vm_count: int) -> float:
+        """Connecting grace for a host running ``vm_count`` VMs."""
+        grown = self.connecting_grace + self.connecting_grace_per_vm * max(vm_count, 0)
+        return min(grown, self.connecting_grace_max)
+
+    def fence_retry_delay(self, attempt: int) -> float:
+        """Delay before fencing attempt ``attempt + 1`` of an Isolated host."""
+        delay = self.fence_retry_base * self.fence_retry_factor ** max(attempt - 1, 0)
+        return min(delay, self.fence_retry_max)
+
+    def vm_retry_delay(self, failed_attempts: int) -> float:
+        """Delay before the next placement try after ``failed_attempts`` failures."""
+        if failed_attempts <= self.vm_retry_fast_count:
+            return self.vm_retry_fast_interval
+        return self.vm_retry_slow_interval
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

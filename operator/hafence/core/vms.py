@@ -1,0 +1,283 @@
+"""The VMs' side of the core: placement records, release, restarts and retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from hafence.api.vm import HAVirtualMachineSpec, HAVirtualMachineStatus, RuntimeStatus
+from hafence.core import placement
+from hafence.core.messages import Action, PlaceVM, ReleaseVMs
+from hafence.core.persist import restore_vm
+from hafence.core.policy import Settings
+from hafence.core.records import HostRecord, VMRecord
+from hafence.core.transitions import Phase
+
+Emit = Callable[[str, str, str, Literal["Normal", "Warning"]], None]
+
+
+class VMBook:
+    def __init__(self, settings: Settings, act: Callable[[Action], None], emit: Emit) -> None:
+        self.settings = settings
+        self.vms: dict[str, VMRecord] = {}
+        self._act = act
+        self._emit = emit
+        self.dirty: dict[str, bool] = {}  # name -> placement changed
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _dirty(self, rec: VMRecord, placement_changed: bool = False) -> None:
+        self.dirty[rec.name] = self.dirty.get(rec.name, False) or placement_changed
+
+    def on_host(self, host: str) -> list[VMRecord]:
+        """VMs placed on ``host`` or that may still run there."""
+        return [v for v in self.vms.values() if v.host == host or v.holder == host]
+
+    def count_on(self, host: str) -> int:
+        return sum(1 for v in self.vms.values() if v.host == host)
+
+    def observe(
+        self,
+        now: float,
+        name: str,
+        spec: HAVirtualMachineSpec,
+        status: HAVirtualMachineStatus | None,
+        hosts: Mapping[str, HostRecord],
+    ) -> None:
+        rec = self.vms.get(name)
+        if rec is None:
+            rec = self.vms[name] = VMRecord(name=name, spec=spec)
+            if status is not None and status.phase is not None:
+                restore_vm(rec, status)
+            else:
+                rec.phase = "Pending" if spec.run_strategy == "Always" else "Down"
+                self._dirty(rec)
+        else:
+            changed = rec.spec != spec
+            rec.spec = spec
+            if changed:
+                self._spec_changed(rec, now)
+        if status is not None:
+            self.observe_runtime(now, name, status.runtime, hosts)
+
+    def _spec_changed(self, rec: VMRecord, now: float) -> None:
+        if rec.spec.run_strategy == "Halted":
+            if rec.host is not None:
+                self._move(rec, None)
+            if rec.phase != "Down":
+                rec.phase = "Down"
+                rec.unschedulable = None
+                self._dirty(rec)
+        elif rec.phase in ("Down", "Pending", "Failed") and rec.host is None:
+            rec.phase = "Pending"
+            rec.next_placement = now
+            self._dirty(rec)
+
+    def delete(self, name: str) -> str | None:
+        rec = self.vms.pop(name, None)
+        self.dirty.pop(name, None)
+        return None if rec is None else rec.cluster
+
+    def _move(self, rec: VMRecord, host: str | None) -> None:
+        rec.host = host
+        rec.epoch += 1
+        if host is not None:
+            rec.holder = host
+        self._dirty(rec, placement_changed=True)
+
+    # ------------------------------------------------------------ runtime
+
+    def observe_runtime(
+        self, now: float, name: str, rt: RuntimeStatus | None, hosts: Mapping[str, HostRecord]
+    ) -> None:
+        rec = self.vms.get(name)
+        if rec is None:
+            return
+        rec.runtime = rt
+        if rt is None:
+            return
+        # The holder's agent says the VM is stopped there, having seen the current
+        # placement: it will not run it again (S3), so the VM may go elsewhere (S1).
+        if (
+            rt.host == rec.holder
+            and rt.host != rec.host
+            and rt.state in ("Stopped", "Failed")
+            and rt.placement_epoch >= rec.epoch
+        ):
+            rec.holder = rec.host
+            self._dirty(rec)
+        if rec.host is None or rt.host != rec.host or rt.placement_epoch != rec.epoch:
+            return
+        host = hosts.get(rec.host)
+        if host is None or host.phase is not Phase.UP:
+            return
+        self._phase_from_runtime(rec)
+
+    def _phase_from_runtime(self, rec: VMRecord) -> None:
+        rt = rec.runtime
+        phase = rec.phase
+        if rt is None or rt.host != rec.host or rt.placement_epoch != rec.epoch:
+            phase = "Scheduled"
+        elif rt.state == "Running":
+            phase = "Running"
+        elif rt.state == "Failed":
+            phase = "Failed"
+            if rec.last_failure_reason != (rt.message or "failed on its host"):
+                rec.last_failure_reason = rt.message or "failed on its host"
+                self._emit(
+                    rec.name,
+                    "VMFailed",
+                    f"agent of {rec.host} gave up: {rec.last_failure_reason}",
+                    "Warning",
+                )
+        else:
+            phase = "Scheduled"
+        if phase != rec.phase:
+            rec.phase = phase
+            self._dirty(rec)
+
+    # ------------------------------------------------------------ host changes
+
+    def host_unknown(self, host: str) -> None:
+        for rec in self.on_host(host):
+            if rec.host == host and rec.phase in ("Scheduled", "Running", "Failed"):
+                rec.phase = "Unknown"
+                self._dirty(rec)
+                self._emit(
+                    rec.name,
+                    "VMSetUnknown",
+                    f"host {host} is not responding: the VM may still run there",
+                    "Warning",
+                )
+
+    def host_back(self, host: str) -> None:
+        for rec in self.on_host(host):
+            if rec.host == host:
+                self._phase_from_runtime(rec)
+
+    def release(self, host: HostRecord, proof: str, now: float) -> tuple[str, ...]:
+        released = []
+        for rec in sorted(self.on_host(host.name), key=lambda v: v.name):
+            released.append(rec.name)
+            rec.holder = None
+            was_placed = rec.host == host.name
+            if was_placed:
+                self._move(rec, None)
+            self._dirty(rec)
+            if not was_placed:
+                continue
+            rec.last_failure_reason = f"host {host.name} {proof}-proven off"
+            self._emit(
+                rec.name,
+                "VMReleased",
+                f"host {host.name} is proven off ({proof}, outage {host.outage_id})",
+                "Normal",
+            )
+            if rec.spec.highly_available and rec.spec.run_strategy == "Always":
+                rec.phase = "Pending"
+                rec.restart_pending = True
+                rec.next_placement = now
+                rec.attempts = 0
+            else:
+                rec.phase = "Down"
+        if released:
+            assert host.outage_id is not None
+            self._act(ReleaseVMs(host.name, host.outage_id, proof, tuple(released)))
+        return tuple(released)
+
+    def retry_now(self, cluster: str, now: float) -> None:
+        """Capacity appeared in ``cluster``: Pending VMs there try again now."""
+        for rec in self.vms.values():
+            if rec.phase == "Pending" and rec.cluster == cluster:
+                rec.next_placement = now
+
+    # ------------------------------------------------------------ scheduling
+
+    def schedule(self, now: float, hosts: Mapping[str, HostRecord]) -> None:
+        due = [
+            v
+            for v in self.vms.values()
+            if v.phase == "Pending"
+            and v.spec.run_strategy == "Always"
+            and (v.next_placement is None or v.next_placement <= now)
+        ]
+        if not due:
+            return
+        due.sort(key=lambda v: placement.priority_key(v.name, v.spec))
+        views = self._views(hosts)
+        for rec in due:
+            target, why = placement.choose_host(rec.spec, views.values(), only=rec.holder)
+            if target is None:
+                self._unschedulable(rec, now, why)
+                continue
+            previous = rec.holder
+            self._move(rec, target)
+            rec.phase = "Scheduled"
+            rec.attempts = 0
+            rec.next_placement = None
+            rec.unschedulable = rec.unschedulable_since = None
+            restart = rec.restart_pending
+            if restart:
+                rec.restart_count += 1
+                rec.restart_pending = False
+                self._emit(
+                    rec.name,
+                    "HAVMRestarted",
+                    f"placed on {target} after {rec.last_failure_reason}",
+                    "Normal",
+                )
+            else:
+                self._emit(rec.name, "VMPlaced", f"placed on {target}", "Normal")
+            self._act(PlaceVM(rec.name, target, rec.epoch, previous, restart))
+            v = views[target]
+            groups = v.groups
+            if rec.spec.placement.anti_affinity_group is not None:
+                groups = groups | {rec.spec.placement.anti_affinity_group}
+            views[target] = placement.HostView(
+                v.name,
+                v.cluster,
+                v.labels,
+                v.schedulable,
+                v.cpu_free - rec.spec.resources.cpu,
+                v.memory_free - rec.spec.resources.memory_mi_b,
+                groups,
+            )
+
+    def _unschedulable(self, rec: VMRecord, now: float, why: str) -> None:
+        rec.attempts += 1
+        rec.next_placement = now + self.settings.vm_retry_delay(rec.attempts)
+        if rec.unschedulable != why:
+            if rec.unschedulable is None:
+                rec.unschedulable_since = now
+                reason = "HAVMRestartFailed" if rec.restart_pending else "VMUnschedulable"
+                self._emit(rec.name, reason, why, "Warning")
+            rec.unschedulable = why
+        self._dirty(rec)
+
+    def _views(self, hosts: Mapping[str, HostRecord]) -> dict[str, placement.HostView]:
+        used: dict[str, tuple[int, int, set[str]]] = {}
+        for v in self.vms.values():
+            for where in {v.host, v.holder}:
+                if where is None:
+                    continue
+                cpu, mem, groups = used.get(where, (0, 0, set()))
+                if v.spec.placement.anti_affinity_group is not None:
+                    groups.add(v.spec.placement.anti_affinity_group)
+                used[where] = (
+                    cpu + v.spec.resources.cpu,
+                    mem + v.spec.resources.memory_mi_b,
+                    groups,
+                )
+        views = {}
+        for h in hosts.values():
+            cpu, mem, groups = used.get(h.name, (0, 0, set()))
+            views[h.name] = placement.HostView(
+                name=h.name,
+                cluster=h.spec.cluster,
+                labels=h.labels,
+                schedulable=h.phase is Phase.UP and not h.spec.maintenance,
+                cpu_free=h.spec.capacity.cpu - cpu,
+                memory_free=h.spec.capacity.memory_mi_b - mem,
+                groups=frozenset(groups),
+            )
+        return views
