@@ -133,6 +133,17 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
 
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones (the listener goes away)."""
+        self.close()
+
+    def restore(self) -> None:
+        """Listen again on the same port."""
+        with self._lock:
+            self._closed = False
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -1,0 +1,136 @@
+"""S3 (stop what is not placed here before reporting ready) and self-fencing, with the
+agent cut off from the real API server by a TCP proxy the test closes."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from hafence.api.lease import HeartbeatInfo
+from hafence.kube import Api
+
+from .conftest import AgentProc
+from .helpers import SLEEP, TcpProxy, make_host, make_vm, pid_alive, place, runtime, wait_for
+from .test_heartbeat import read_lease
+from .test_vms import running_pid
+
+
+def first_ready_after(
+    api: Api, namespace: str, host: str, since: float, on_seen: Callable[[], None]
+) -> HeartbeatInfo:
+    """Poll the lease; at the first ready renewal newer than ``since`` run ``on_seen``."""
+
+    def check() -> HeartbeatInfo | None:
+        lease = read_lease(api, namespace, host)
+        if lease is None:
+            return None
+        info = HeartbeatInfo.from_lease(lease)
+        if info.ready and info.renew_time.timestamp() > since:
+            on_seen()
+            return info
+        return None
+
+    info: HeartbeatInfo = wait_for(check, timeout=30, what="a ready lease")
+    return info
+
+
+def test_stale_vm_is_stopped_before_ready_at_start(
+    api: Api, namespace: str, start_agent: Callable[..., AgentProc]
+) -> None:
+    make_host(api, namespace, "h1")
+    first = start_agent("h1", namespace)
+    make_vm(api, namespace, "vm1", [SLEEP, "300"], host="h1")
+    pid = running_pid(api, namespace, "vm1")
+    first.stop()
+    assert pid_alive(pid)
+    # While no agent ran, the VM was placed elsewhere; its old process is stale.
+    place(api, namespace, "vm1", "h2", 2)
+    api.coordination.delete_namespaced_lease("h1", namespace)
+    since = time.time()
+    second = start_agent("h1", namespace, state_dir=first.state_dir)
+
+    def stale_dead() -> None:
+        assert not pid_alive(pid), "lease said ready while a VM placed elsewhere still ran"
+
+    first_ready_after(api, namespace, "h1", since - 1, stale_dead)
+    log = second.log_text()
+    assert log.index(f"stopping {namespace}/vm1") < log.index("S3 sweep done"), log
+
+
+def test_stale_vm_is_stopped_before_ready_after_reconnect(
+    api: Api,
+    namespace: str,
+    start_agent: Callable[..., AgentProc],
+    proxied_kubeconfig: tuple[str, TcpProxy],
+) -> None:
+    path, proxy = proxied_kubeconfig
+    make_host(api, namespace, "h1")
+    agent = start_agent("h1", namespace, kubeconfig_path=path)
+    make_vm(api, namespace, "vm1", [SLEEP, "300"], host="h1")
+    make_vm(api, namespace, "vm2", [SLEEP, "300"], host="h1")
+    pid1 = running_pid(api, namespace, "vm1")
+    pid2 = running_pid(api, namespace, "vm2")
+    proxy.cut()
+    wait_for(lambda: "lost contact" in agent.log_text(), what="the agent to notice")
+    place(api, namespace, "vm1", "h2", 2)
+    assert pid_alive(pid1), "a VM was stopped on loss of contact alone"
+    restored = time.time()
+    proxy.restore()
+
+    def moved_dead() -> None:
+        assert not pid_alive(pid1), "ready again while a VM placed elsewhere still ran"
+
+    first_ready_after(api, namespace, "h1", restored, moved_dead)
+    assert pid_alive(pid2), "a VM still placed here was stopped"
+
+
+def test_self_fence_kills_vms_after_watchdog_timeout(
+    api: Api,
+    namespace: str,
+    start_agent: Callable[..., AgentProc],
+    proxied_kubeconfig: tuple[str, TcpProxy],
+) -> None:
+    timeout = 5
+    path, proxy = proxied_kubeconfig
+    make_host(
+        api, namespace, "h1", selfFencing={"enabled": True, "watchdogTimeoutSeconds": timeout}
+    )
+    agent = start_agent("h1", namespace, kubeconfig_path=path)
+    make_vm(api, namespace, "vm1", [SLEEP, "300"], host="h1")
+    make_vm(api, namespace, "vm2", [SLEEP, "300"], host="h1")
+    pids = [running_pid(api, namespace, "vm1"), running_pid(api, namespace, "vm2")]
+    wait_for(
+        lambda: (
+            (x := read_lease(api, namespace, "h1"))
+            and HeartbeatInfo.from_lease(x).watchdog_timeout_seconds == timeout
+        ),
+        what="the lease to declare the watchdog",
+    )
+    proxy.cut()
+    cut_at = time.monotonic()
+    wait_for(lambda: "lost contact" in agent.log_text(), what="the agent to notice")
+    if time.monotonic() - cut_at < timeout - 2:
+        assert all(pid_alive(p) for p in pids), "VMs killed before the watchdog timeout"
+    wait_for(
+        lambda: not any(pid_alive(p) for p in pids),
+        timeout=timeout + 10,
+        what="the watchdog to kill the VMs",
+    )
+    # The agent measures its own silence; the kill must come at or after the timeout.
+    match = re.search(r"no lease renewal for ([0-9.]+)s", agent.log_text())
+    assert match, agent.log_text()
+    assert timeout <= float(match.group(1)) < timeout + 1.0
+
+    proxy.restore()
+    rt = wait_for(
+        lambda: (r := runtime(api, namespace, "vm1")).get("state") == "Failed" and r,
+        what="the fenced VM reported Failed",
+    )
+    assert "self-fencing watchdog" in rt["message"]
+    assert rt["placementEpoch"] == 1
+    # Never restarted under the epoch it was fenced in; a new placement runs it again.
+    place(api, namespace, "vm2", "h1", 2)
+    new = running_pid(api, namespace, "vm2")
+    assert new not in pids
+    assert runtime(api, namespace, "vm1")["state"] == "Failed"
