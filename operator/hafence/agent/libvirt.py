@@ -15,24 +15,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import select
 import shlex
 import subprocess
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 from hafence.agent.drivers import LocalVM, Observed, StartError
 from hafence.api.vm import Runtime
 
 _PROMPT = "virsh # "
 _RUNNING = {"running", "paused", "blocked", "in shutdown", "pmsuspended"}
-_DEFINED = re.compile(r"Domain '?(?P<name>[^' ]+)'? defined")
 
 
 class VirshError(RuntimeError):
     pass
+
+
+def domain_name(domain_xml: str) -> str:
+    """The <name> of a domain definition; StartError naming the field if there is none."""
+    try:
+        root = ET.fromstring(domain_xml)
+    except ET.ParseError as exc:
+        raise StartError(f"spec.runtime.libvirt.domainXML is not XML: {exc}") from None
+    name = (root.findtext("name") or "").strip()
+    if root.tag != "domain" or not name:
+        raise StartError("spec.runtime.libvirt.domainXML needs a <domain> with a <name>")
+    return name
 
 
 class VirshShell:
@@ -41,6 +52,7 @@ class VirshShell:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._n = 0
+        self._carry = b""
         try:
             self.proc = subprocess.Popen(
                 ["virsh", "-q", "-c", uri],
@@ -58,15 +70,18 @@ class VirshShell:
             if self.proc.poll() is not None:
                 raise VirshError(f"virsh -c {self.uri} exited with code {self.proc.returncode}")
             self._n += 1
+            # Quoted in the command, bare in the output: the echoed command line never
+            # matches the marker we wait for.
             marker = f"__hafence_done_{self._n}__"
+            echo = f'echo "{marker}"'
             line = shlex.join(argv)
             assert self.proc.stdin is not None and self.proc.stdout is not None
-            self.proc.stdin.write(f"{line}\necho {marker}\n".encode())
+            self.proc.stdin.write(f"{line}\n{echo}\n".encode())
             self.proc.stdin.flush()
-            buf = b""
+            buf = self._carry
             fd = self.proc.stdout.fileno()
             deadline = time.monotonic() + self.timeout
-            while marker.encode() + b"\n" not in buf and not buf.rstrip().endswith(marker.encode()):
+            while marker.encode() not in buf.replace(echo.encode(), b""):
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([fd], [], [], left)[0]:
                     raise VirshError(f"virsh {argv[0]}: no answer within {self.timeout:g}s")
@@ -74,11 +89,14 @@ class VirshShell:
                 if not chunk:
                     raise VirshError(f"virsh -c {self.uri} exited during {argv[0]}")
                 buf += chunk
-        text = buf.decode(errors="replace")
-        text = text[: text.rfind(marker)]
-        # Piped virsh echoes each command after its prompt; drop those echoes.
-        text = text.replace(f"{_PROMPT}{line}\n", "").replace(f"{_PROMPT}echo {marker}\n", "")
-        text = text.replace(_PROMPT, "")
+            head, _, self._carry = buf.replace(echo.encode(), b"").partition(marker.encode())
+        # Piped virsh prints its prompt and echoes each command line; drop both.
+        kept = []
+        for raw in head.decode(errors="replace").split("\n"):
+            ln = raw.replace(_PROMPT, "")
+            if ln.strip() != line:
+                kept.append(ln)
+        text = "\n".join(kept)
         errors = [
             ln[len("error:") :].strip() for ln in text.splitlines() if ln.startswith("error:")
         ]
@@ -128,16 +146,13 @@ class LibvirtDriver:
         try:
             sh = self.shell(lv.uri)
             if lv.domain_xml is not None:
+                domain = domain_name(lv.domain_xml)
                 with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as fh:
                     fh.write(lv.domain_xml)
                 try:
-                    out = sh.run("define", fh.name)
+                    sh.run("define", fh.name)
                 finally:
                     os.unlink(fh.name)
-                m = _DEFINED.search(out)
-                if m is None:
-                    raise StartError(f"spec.runtime.libvirt.domainXML: virsh define said {out!r}")
-                domain = m.group("name")
             else:
                 assert lv.domain_name is not None
                 domain = lv.domain_name
