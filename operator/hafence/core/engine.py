@@ -34,6 +34,7 @@ class Engine:
         self._dirty_hosts: set[str] = set()
         self._dirty_confirmations: set[str] = set()
         self._alerts: set[str] = set()
+        self._settling: dict[str, float] = {}
 
     @property
     def vms(self) -> dict[str, VMRecord]:
@@ -261,7 +262,15 @@ class Engine:
             )
             self.alert(key, True, msg)
             return "FenceSkippedBrokenConnectivity", msg
-        self.alert(key, False)
+        if key in self._alerts:
+            self.alert(key, False)
+            self._settling[cluster] = now + self.settings.connectivity_settle
+        if now < self._settling.get(cluster, now):
+            return (
+                "FenceDelayedConnectivitySettling",
+                f"cluster {cluster} just regained connectivity: waiting "
+                f"{self.settings.connectivity_settle:g}s for its hosts to report",
+            )
         fencing = sum(1 for h in self.hosts.values() if h.phase is Phase.FENCING)
         if fencing >= self.settings.max_concurrent_fences:
             return (

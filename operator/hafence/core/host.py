@@ -379,7 +379,8 @@ class HostMachine:
                 rebooted = rec.boot_id_at_outage is not None and (
                     rec.boot_id != rec.boot_id_at_outage
                 )
-                if rec.phase is Phase.SOFT_FENCING and rec.step == "soft-fence-wait":
+                soft_fenced = rec.step in ("soft-fence", "soft-fence-wait")
+                if rec.phase is Phase.SOFT_FENCING and soft_fenced:
                     ctx.event(rec.name, "SoftFenceSucceeded", "heartbeat back after soft fence")
                 trig = Trigger.HEARTBEAT_REBOOTED if rebooted else Trigger.HEARTBEAT
                 self.fire(rec, trig, now, proof="reboot")

@@ -34,6 +34,9 @@ class Settings:
     fence_retry_factor: float = 2.0
     fence_retry_max: float = 900.0
     max_concurrent_fences: int = 5
+    # After a cluster-wide connectivity loss ends, hosts come back one by one: the
+    # first ones back must not make fencing of the others (about to return) allowed.
+    connectivity_settle: float = 15.0
     # oVirt's DisableFenceAtStartupInSec: right after start-up the view of the
     # heartbeats is not trustworthy yet.
     startup_quiet_period: float = 60.0

@@ -1,0 +1,536 @@
+"""Runs a scenario second by second: world physics, agents, the core, the log."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable
+from pathlib import Path
+
+from hafence.api.confirmation import FenceConfirmationSpec, FenceConfirmationStatus
+from hafence.api.fenceagent import FenceAgentSpec
+from hafence.api.host import HostSpec, HostStatus
+from hafence.api.vm import HAVirtualMachineSpec, HAVirtualMachineStatus, RuntimeStatus
+from hafence.core import fencing_plan as fp
+from hafence.core import messages as m
+from hafence.core.engine import Engine
+from hafence.core.policy import Settings
+from hafence.sim.scenario import SETTINGS_KEYS, Command, Scenario, parse_scenario
+from hafence.sim.world import VDevice, VHost
+
+SIM_DEFAULTS = {"lease": 10.0, "boot": 20.0, "ssh_timeout": 10.0}
+
+
+def _host_spec(h: VHost) -> HostSpec:
+    d = h.d
+    spec: dict[str, object] = {
+        "address": f"{d.name}.sim",
+        "cluster": d.cluster,
+        "capacity": {"cpu": d.cpu, "memoryMiB": d.mem},
+        "powerManagement": {"enabled": d.pm, "proxyPreference": d.proxy},
+    }
+    if d.ssh:
+        spec["ssh"] = {
+            "privateKeySecretRef": {"name": "k", "key": "id"},
+            "hostKey": "ssh-ed25519 AAAA",
+            "timeoutSeconds": 10,
+        }
+    if d.selffence is not None:
+        spec["selfFencing"] = {"enabled": True, "watchdogTimeoutSeconds": d.selffence}
+    return HostSpec.model_validate(spec)
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario) -> None:
+        self.sc = scenario
+        self.sim = {**SIM_DEFAULTS, **scenario.sim}
+        values = {SETTINGS_KEYS[k]: v for k, v in scenario.settings.items()}
+        for k in ("max_concurrent_fences", "vm_retry_fast_count"):
+            if k in values:
+                values[k] = int(values[k])
+        values.setdefault("startup_quiet_period", 0.0)
+        self.settings = Settings(**values)  # type: ignore[arg-type]
+        self.now = 0.0
+        self.lines: list[str] = []
+        self.violations: list[str] = []
+        self.hosts = {d.name: VHost(d) for d in scenario.hosts}
+        self.devices = {d.name: VDevice(d) for d in scenario.fences}
+        for dev in self.devices.values():
+            if dev.pdu:
+                self.hosts[dev.d.host].outlets[dev.d.name] = True
+        self.host_specs = {n: _host_spec(h) for n, h in self.hosts.items()}
+        self.vm_specs: dict[str, HAVirtualMachineSpec] = {}
+        # The virtual API server: what the core wrote, and the agents' runtime reports.
+        self.host_status: dict[str, HostStatus] = {}
+        self.vm_status: dict[str, HAVirtualMachineStatus] = {}
+        self.runtime: dict[str, RuntimeStatus] = {}
+        self.confirmations: dict[str, tuple[FenceConfirmationSpec, float]] = {}
+        self.conf_status: dict[str, FenceConfirmationStatus] = {}
+        self.leases: dict[str, m.LeaseObserved] = {}
+        self.pending: list[tuple[float, int, int, m.Input]] = []
+        self._seq = itertools.count()
+        self.generation = 0
+        self.engine_down_until: float | None = None
+        self.engine = Engine(self.settings)
+        self.fences_issued: list[tuple[float, str, str]] = []
+        for v in scenario.vms:
+            self.vm_specs[v.name] = HAVirtualMachineSpec.model_validate(
+                {
+                    "highlyAvailable": v.ha,
+                    "priority": v.prio,
+                    "resources": {"cpu": v.cpu, "memoryMiB": v.mem},
+                    "placement": {
+                        "cluster": v.cluster,
+                        "hostSelector": v.selector,
+                        "preferredHosts": v.prefer,
+                        "antiAffinityGroup": v.group,
+                    },
+                    "runtime": {"driver": "process", "process": {"command": ["sleep", "inf"]}},
+                }
+            )
+            if v.on is not None:
+                self.vm_status[v.name] = HAVirtualMachineStatus(
+                    phase="Running", host=v.on, placement_epoch=1, last_host=v.on
+                )
+                self.hosts[v.on].running.add(v.name)
+                self.runtime[v.name] = RuntimeStatus(host=v.on, state="Running", placement_epoch=1)
+
+    # ------------------------------------------------------------ logging
+
+    def log(self, who: str, text: str) -> None:
+        self.lines.append(f"{int(self.now):5d}  {who:<14} {text}")
+
+    def violation(self, text: str) -> None:
+        self.violations.append(f"t={self.now:g} {text}")
+        self.log("VIOLATION", text)
+
+    # ------------------------------------------------------------ the core
+
+    def feed(self, ev: m.Input) -> None:
+        if self.engine_down_until is not None:
+            return
+        self.execute(self.engine.handle(ev))
+
+    def start_engine(self) -> None:
+        self.engine = Engine(self.settings)
+        self.feed(m.OperatorStarted(self.now))
+        for name, spec in self.host_specs.items():
+            self.feed(
+                m.HostObserved(
+                    self.now, name, spec, self.hosts[name].d.labels, self.host_status.get(name)
+                )
+            )
+        for dev in self.devices.values():
+            self.feed(
+                m.FenceAgentObserved(
+                    self.now,
+                    dev.d.name,
+                    FenceAgentSpec.model_validate(
+                        {
+                            "hostRef": {"name": dev.d.host},
+                            "type": dev.d.type,
+                            "address": f"{dev.d.name}.mgmt",
+                            "order": dev.d.order,
+                            "credentialsSecretRef": {"name": "creds"},
+                            "timeoutSeconds": dev.d.timeout,
+                        }
+                    ),
+                )
+            )
+        for name, vspec in self.vm_specs.items():
+            status = self.vm_status.get(name)
+            if status is not None:
+                status = status.model_copy(update={"runtime": self.runtime.get(name)})
+            self.feed(m.VMObserved(self.now, name, vspec, status))
+        for name, (cspec, created) in self.confirmations.items():
+            self.feed(
+                m.ConfirmationObserved(self.now, name, cspec, created, self.conf_status.get(name))
+            )
+        for lease in self.leases.values():
+            self.feed(lease.__class__(**{**lease.__dict__, "now": self.now}))
+
+    def later(self, delay: float, ev: m.Input) -> None:
+        heapq.heappush(self.pending, (self.now + delay, next(self._seq), self.generation, ev))
+
+    def execute(self, actions: Iterable[m.Action]) -> None:
+        for a in actions:
+            if isinstance(a, m.EmitEvent):
+                who = (
+                    a.name
+                    if a.kind == "Host"
+                    else (f"vm/{a.name}" if a.kind == "HAVirtualMachine" else f"fc/{a.name}")
+                )
+                self.log(who, f"{a.reason}: {a.message}")
+            elif isinstance(a, m.Alert):
+                self.log(
+                    "alert",
+                    f"{'RAISE' if a.active else 'clear'} {a.key}"
+                    + (f": {a.message}" if a.active else ""),
+                )
+            elif isinstance(a, m.WriteHostStatus):
+                old = self.host_status.get(a.host)
+                if old is None or old.phase != a.status.phase:
+                    self.log(a.host, f"phase {old.phase if old else '-'} -> {a.status.phase}")
+                self.host_status[a.host] = a.status
+            elif isinstance(a, m.WriteVMStatus):
+                old_vm = self.vm_status.get(a.vm)
+                before = f"{old_vm.phase}@{old_vm.host}" if old_vm else "-"
+                after = f"{a.status.phase}@{a.status.host}"
+                if before != after:
+                    self.log(
+                        f"vm/{a.vm}", f"{before} -> {after} (epoch {a.status.placement_epoch})"
+                    )
+                elif (
+                    a.status.placement_attempts
+                    and a.status.next_placement_time
+                    and (old_vm is None or old_vm.placement_attempts != a.status.placement_attempts)
+                ):
+                    nxt = a.status.next_placement_time.timestamp()
+                    self.log(
+                        f"vm/{a.vm}",
+                        f"placement try {a.status.placement_attempts} failed; next at {nxt:g}",
+                    )
+                self.vm_status[a.vm] = a.status
+            elif isinstance(a, m.WriteConfirmationStatus):
+                self.conf_status[a.name] = a.status
+                self.log(f"fc/{a.name}", f"{a.status.phase}: {a.status.message}")
+            elif isinstance(a, m.CheckPower):
+                self._check_power(a)
+            elif isinstance(a, m.SoftFence):
+                self._soft_fence(a)
+            elif isinstance(a, m.RunFenceStep):
+                self._fence_step(a)
+            elif isinstance(a, m.ReleaseVMs):
+                running = [
+                    v
+                    for v in a.vms
+                    if v in self.hosts[a.host].running
+                    and self.hosts[a.host].powered
+                    and not self.hosts[a.host].frozen
+                ]
+                if running and a.proof != "confirmation":
+                    self.violation(
+                        f"S1: released {running} from {a.host} ({a.proof}) "
+                        "while they still run there"
+                    )
+
+    # ------------------------------------------------------------ devices
+
+    def _device(self, name: str, op: str) -> tuple[fp.AgentResult, float]:
+        dev = self.devices[name]
+        host = self.hosts[dev.d.host]
+        if dev.dead or (not dev.pdu and not host.ac):
+            return fp.AgentResult("error", "timed out"), float(dev.d.timeout)
+        delay = dev.slow or 1.0
+        if op == "off" and dev.fail_off:
+            return fp.AgentResult("error", "device refused off"), delay
+        if op in ("off", "on"):
+            was = host.powered
+            if dev.pdu:
+                host.outlets[name] = op == "on"
+            else:
+                host.chassis = op == "on"
+            self._power_changed(host, was)
+        if dev.pdu:
+            return fp.AgentResult("on" if host.outlets[name] else "off"), delay
+        return fp.AgentResult("on" if host.powered else "off"), delay
+
+    def _s5_check(self, host: str, what: str) -> None:
+        lease = self.leases.get(host)
+        if lease is not None and self.now < lease.renew_time + lease.duration:
+            self.violation(f"S5: {what} on {host} while its lease is fresh")
+
+    def _check_power(self, a: m.CheckPower) -> None:
+        self._s5_check(a.host, "power-status")
+        self.log(
+            "op",
+            f"power-status {a.host} via {a.proxies[0] if a.proxies else '-'}: "
+            f"{', '.join(a.agents)}",
+        )
+        results = {}
+        delay = 0.0
+        for ag in a.agents:
+            results[ag], d = self._device(ag, "status")
+            delay = max(delay, d)
+        power = fp.status_verdict(results, a.agents)
+        self.later(
+            delay, m.PowerStatusResult(0, a.host, a.op_id, power, fp.describe(results, a.agents))
+        )
+
+    def _soft_fence(self, a: m.SoftFence) -> None:
+        self._s5_check(a.host, "soft fence")
+        h = self.hosts[a.host]
+        self.log("op", f"soft-fence {a.host} (ssh)")
+        if h.os_alive() and h.net:
+            h.agent = True
+            h.paused_until = 0.0
+            self.log("world", f"{a.host}: agent restarted over ssh")
+            self.later(2, m.SoftFenceResult(0, a.host, a.op_id, True))
+        else:
+            self.later(
+                self.sim["ssh_timeout"],
+                m.SoftFenceResult(0, a.host, a.op_id, False, "ssh: connection timed out"),
+            )
+
+    def _fence_step(self, a: m.RunFenceStep) -> None:
+        if a.operation != "status":
+            self._s5_check(a.host, f"fence {a.operation}")
+            self.fences_issued.append((self.now, a.host, a.operation))
+        via = a.proxies[0] if a.proxies else "-"
+        self.log("op", f"fence {a.host} level {a.level} {a.step} via {via}: {', '.join(a.agents)}")
+        results = {}
+        delay = 0.0
+        for ag in a.agents:
+            results[ag], d = self._device(ag, a.operation)
+            delay = max(delay, d)
+        self.later(delay, m.FenceStepResult(0, a.host, a.op_id, results))
+
+    # ------------------------------------------------------------ physics
+
+    def _power_changed(self, h: VHost, was: bool) -> None:
+        if was and not h.powered:
+            h.running.clear()
+            h.booted = False
+            h.boot_done_at = None
+            h.ready = False
+            self.log("world", f"{h.name}: power lost")
+        elif not was and h.powered:
+            h.booted = False
+            h.boot_done_at = self.now + self.sim["boot"]
+            self.log("world", f"{h.name}: powered on, booting")
+
+    def _reset(self, h: VHost, why: str) -> None:
+        h.running.clear()
+        h.booted = False
+        h.frozen = False
+        h.ready = False
+        h.boot_done_at = self.now + self.sim["boot"]
+        self.log("world", f"{h.name}: reset ({why}), booting")
+
+    def physics(self) -> None:
+        for h in self.hosts.values():
+            if (
+                h.powered
+                and not h.booted
+                and h.boot_done_at is not None
+                and self.now >= h.boot_done_at
+            ):
+                h.booted = True
+                h.boot_seq += 1
+                h.agent = True
+                h.paused_until = 0.0
+                h.ready = False
+                h.last_renew = None
+                h.watchdog_done = False
+                h.last_ok_renew = self.now
+                self.log("world", f"{h.name}: booted, boot ID {h.boot_id}")
+            if not h.armed or (not h.os_alive() and not h.frozen):
+                continue
+            assert h.d.selffence is not None
+            stuck = self.now - h.last_ok_renew >= h.d.selffence
+            if not stuck or h.watchdog_done:
+                continue
+            if h.frozen or not h.agent:
+                self._reset(h, "hardware watchdog")
+            elif not h.net or self.now < h.paused_until:
+                h.watchdog_done = True
+                if h.running:
+                    self.log(
+                        "world", f"{h.name}: watchdog: agent killed its VMs {sorted(h.running)}"
+                    )
+                h.running.clear()
+
+    def agents(self) -> None:
+        for h in self.hosts.values():
+            if not h.agent_working(self.now) or not h.net:
+                continue
+            self._reconcile(h)
+            interval = self.sim["lease"] / 3
+            sent = self.leases.get(h.name)
+            if (
+                h.last_renew is None
+                or self.now - h.last_renew >= interval
+                or sent is None
+                or sent.ready != h.ready
+                or sent.boot_id != h.boot_id
+            ):
+                h.last_renew = self.now
+                h.last_ok_renew = self.now
+                h.watchdog_done = False
+                lease = m.LeaseObserved(
+                    self.now,
+                    h.name,
+                    self.now,
+                    self.sim["lease"],
+                    h.boot_id,
+                    None if h.d.selffence is None else float(h.d.selffence),
+                    h.ready,
+                )
+                self.leases[h.name] = lease
+                self.feed(lease)
+
+    def _reconcile(self, h: VHost) -> None:
+        for name in sorted(self.vm_specs):
+            st = self.vm_status.get(name)
+            placed_here = (
+                st is not None
+                and st.host == h.name
+                and self.vm_specs[name].run_strategy == "Always"
+            )
+            epoch = st.placement_epoch if st is not None else 0
+            if placed_here and name not in h.running:
+                h.running.add(name)
+                self.log("world", f"{h.name}: agent started {name}")
+            elif not placed_here and name in h.running:
+                h.running.discard(name)
+                self.log(
+                    "world", f"{h.name}: agent stopped {name} (placed on {st.host if st else None})"
+                )
+            rt = None
+            if placed_here:
+                rt = RuntimeStatus(host=h.name, state="Running", placement_epoch=epoch)
+            elif st is not None and st.host is None and st.last_host == h.name:
+                rt = RuntimeStatus(host=h.name, state="Stopped", placement_epoch=epoch)
+            if rt is not None and self.runtime.get(name) != rt:
+                self.runtime[name] = rt
+                self.feed(m.VMRuntimeObserved(self.now, name, rt))
+        h.ready = True
+
+    def check_split_brain(self) -> None:
+        where: dict[str, list[str]] = {}
+        for h in self.hosts.values():
+            if h.powered and not h.frozen:
+                for v in h.running:
+                    where.setdefault(v, []).append(h.name)
+        for v, hs in sorted(where.items()):
+            if len(hs) > 1:
+                self.violation(f"split brain: {v} runs on {', '.join(sorted(hs))}")
+
+    # ------------------------------------------------------------ commands
+
+    def command(self, c: Command) -> None:
+        self.log("cmd", " ".join((c.verb, *c.args)))
+        arg = c.args[0] if c.args else ""
+        h = self.hosts.get(arg)
+        dev = self.devices.get(arg)
+        if (
+            c.verb
+            in (
+                "power-off",
+                "power-on",
+                "pull-power",
+                "restore-power",
+                "reboot",
+                "cut-network",
+                "restore-network",
+                "kill-agent",
+                "start-agent",
+                "pause-agent",
+                "freeze",
+                "thaw",
+                "maintenance",
+            )
+            and h is None
+        ):
+            raise ValueError(f"line {c.line}: {arg!r} is not a host")
+        if c.verb.startswith("bmc-") and dev is None:
+            raise ValueError(f"line {c.line}: {arg!r} is not a fence device")
+        assert (
+            h is not None or dev is not None or c.verb in ("confirm", "restart-operator", "fencing")
+        )
+        if c.verb in ("power-off", "power-on", "pull-power", "restore-power") and h:
+            was = h.powered
+            if c.verb == "power-off":
+                h.chassis = False
+            elif c.verb == "power-on":
+                h.chassis = True
+            else:
+                h.ac = c.verb == "restore-power"
+            self._power_changed(h, was)
+        elif c.verb == "reboot" and h:
+            self._reset(h, "rebooted")
+        elif c.verb in ("cut-network", "restore-network") and h:
+            h.net = c.verb == "restore-network"
+            if h.net:
+                h.ready = False
+        elif c.verb == "kill-agent" and h:
+            h.agent = False
+            h.ready = False
+        elif c.verb == "start-agent" and h:
+            h.agent = True
+        elif c.verb == "pause-agent" and h:
+            h.paused_until = self.now + float(c.args[1])
+        elif c.verb in ("freeze", "thaw") and h:
+            h.frozen = c.verb == "freeze"
+            if not h.frozen:
+                h.ready = False
+        elif dev is not None:
+            if c.verb == "bmc-dead":
+                dev.dead = True
+            elif c.verb == "bmc-alive":
+                dev.dead = False
+            elif c.verb == "bmc-slow":
+                dev.slow = float(c.args[1])
+            elif c.verb == "bmc-fail-off":
+                dev.fail_off = True
+            elif c.verb == "bmc-ok":
+                dev.dead, dev.slow, dev.fail_off = False, 0.0, False
+        elif c.verb == "confirm":
+            name = c.args[1] if len(c.args) > 1 else f"confirm-{arg}-{int(self.now)}"
+            spec = FenceConfirmationSpec.model_validate(
+                {"hostRef": {"name": arg}, "reason": "checked on site"}
+            )
+            self.confirmations[name] = (spec, self.now)
+            self.feed(m.ConfirmationObserved(self.now, name, spec, self.now))
+        elif c.verb == "restart-operator":
+            self.generation += 1
+            self.pending.clear()
+            self.start_engine()
+        elif c.verb == "maintenance" and h:
+            on = c.args[1] == "on"
+            self.host_specs[h.name] = self.host_specs[h.name].model_copy(update={"maintenance": on})
+            self.feed(m.HostObserved(self.now, h.name, self.host_specs[h.name], h.d.labels))
+        elif c.verb == "fencing":
+            raise ValueError(f"line {c.line}: 'fencing' is set with settings, not at runtime")
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> str:
+        self.log(
+            "sim",
+            f"start: {len(self.hosts)} hosts, {len(self.devices)} fence devices, "
+            f"{len(self.vm_specs)} VMs",
+        )
+        self.start_engine()
+        commands = list(self.sc.commands)
+        for t in range(int(self.sc.duration) + 1):
+            self.now = float(t)
+            while commands and commands[0].at <= t:
+                self.command(commands.pop(0))
+            self.physics()
+            self.agents()
+            while self.pending and self.pending[0][0] <= self.now:
+                _, _, gen, ev = heapq.heappop(self.pending)
+                if gen == self.generation:
+                    self.feed(ev.__class__(**{**ev.__dict__, "now": self.now}))
+            self.execute(self.engine.tick(self.now))
+            self.check_split_brain()
+        self.log(
+            "sim",
+            "end: "
+            + "; ".join(
+                f"{n}={(st.phase if st else '-')}" for n, st in sorted(self.host_status.items())
+            ),
+        )
+        self.log(
+            "sim",
+            "vms: "
+            + "; ".join(f"{n}={st.phase}@{st.host}" for n, st in sorted(self.vm_status.items())),
+        )
+        return "\n".join(self.lines) + "\n"
+
+
+def run_scenario(path: Path) -> Simulation:
+    sim = Simulation(parse_scenario(path.read_text()))
+    sim.run()
+    return sim
