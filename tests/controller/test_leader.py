@@ -205,6 +205,65 @@ async def test_no_busy_loop(make_elector: ElectorFactory) -> None:
         assert 1 <= made <= limit, (elector.identity, made, limit)
 
 
+async def test_leader_keeps_renewing_while_the_default_executor_is_saturated(
+    make_elector: ElectorFactory,
+) -> None:
+    stopped: list[int] = []
+    a = make_elector("replica-a", on_stopped_leading=stopped.append)
+    await a.start()
+    async with asyncio.timeout(WAIT):
+        await a.wait_until_leader()
+
+    # Every default worker thread blocked for longer than the renew deadline, as a
+    # storm of slow blocking calls (fence agents, status writes) would do.
+    loop = asyncio.get_running_loop()
+    workers = loop._default_executor._max_workers if loop._default_executor else 32  # type: ignore[attr-defined]
+    blockers = [asyncio.to_thread(time.sleep, 2 * a.renew_deadline) for _ in range(workers + 4)]
+    await asyncio.gather(*blockers)
+    assert a.is_leader and stopped == []
+
+
+async def test_epoch_never_goes_back_when_the_lease_is_deleted(
+    make_elector: ElectorFactory, api: Api, namespace: str
+) -> None:
+    a = make_elector("replica-a")
+    await a.start()
+    async with asyncio.timeout(WAIT):
+        first = await a.wait_until_leader()
+    # Someone takes the Lease, then deletes it: its epoch fields are gone with it.
+    api.coordination.patch_namespaced_lease(a.name, namespace, {"spec": {"holderIdentity": "x"}})
+    async with asyncio.timeout(WAIT):
+        await a.wait_until_not_leader()
+    api.coordination.delete_namespaced_lease(a.name, namespace)
+    async with asyncio.timeout(WAIT):
+        second = await a.wait_until_leader()
+    assert second == first + 1
+    assert lease(api, namespace, a.name).metadata.annotations[EPOCH_ANNOTATION] == str(second)
+
+
+async def test_a_leader_whose_lease_is_deleted_writes_it_back_in_the_same_term(
+    make_elector: ElectorFactory, api: Api, namespace: str
+) -> None:
+    a = make_elector("replica-a")
+    await a.start()
+    async with asyncio.timeout(WAIT):
+        epoch = await a.wait_until_leader()
+    api.coordination.delete_namespaced_lease(a.name, namespace)
+    # The API server creates a Lease on update, so the next renewal writes it back.
+    # Safe: a rival's create and our update are ordered by etcd, the second one fails.
+    async with asyncio.timeout(WAIT):
+        while True:
+            await asyncio.sleep(a.retry_period)
+            try:
+                obj = lease(api, namespace, a.name)
+                break
+            except client.ApiException as exc:
+                assert exc.status == 404
+    assert obj.spec.holder_identity == a.identity
+    assert obj.metadata.annotations[EPOCH_ANNOTATION] == str(epoch)
+    assert a.check() == epoch
+
+
 def test_bad_timings_are_refused_naming_the_parameter(api: Api) -> None:
     with pytest.raises(ValueError, match=r"renew_deadline .* got 15"):
         LeaderElector(api, namespace="x", lease_duration=15, renew_deadline=15)

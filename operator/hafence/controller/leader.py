@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import inspect
 import json
 import logging
@@ -50,6 +51,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +175,14 @@ class LeaderElector:
         self._lost.set()
         self._task: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Future[Any]] = set()
+        # The highest epoch this process has seen: should the Lease be deleted or its
+        # fields reset by another writer, our next epoch still grows.
+        self._max_epoch = 0
+        self._failing = False
+        # Threads of our own: renewals must not queue behind other blocking work on
+        # the loop's default executor (fence agents, status writes), or a busy
+        # operator would lose its lease exactly when it is busiest.
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- state for callers -------------------------------------------------------------
     @property
@@ -187,7 +197,7 @@ class LeaderElector:
     @property
     def observed_epoch(self) -> int:
         """The latest epoch seen on the Lease, whoever holds it (for metrics)."""
-        return self._record.epoch if self._record else 0
+        return self._max_epoch
 
     @property
     def observed_holder(self) -> str | None:
@@ -241,6 +251,10 @@ class LeaderElector:
             self._task = None
         if release:
             await self.release()
+        if self._executor is not None:
+            # A request still running ends by its own timeout; nobody waits for it.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def __aenter__(self) -> LeaderElector:
         await self.start()
@@ -312,13 +326,13 @@ class LeaderElector:
             if exc.status == 404:
                 await self._create()
                 return
-            log.warning("reading lease %s/%s failed: %s", self.namespace, self.name, _reason(exc))
+            self._warn("reading", exc)
             return
         except _TRANSPORT_FAILURES as exc:
-            log.warning("reading lease %s/%s failed: %s", self.namespace, self.name, _reason(exc))
+            self._warn("reading", exc)
             return
         now = self._clock()
-        record = LeaseRecord.from_object(obj)
+        record = self._seen(obj)
         if self._record is None or record.resource_version != self._record.resource_version:
             self._record = record
             self._observed_at = now
@@ -326,7 +340,7 @@ class LeaderElector:
         if held_by_other and now < self._observed_at + record.lease_duration:
             return
         sent = self._clock()
-        epoch = record.epoch + 1
+        epoch = max(record.epoch, self._max_epoch) + 1
         stamp = _micro_time(dt.datetime.now(dt.UTC))
         body = self._body(
             record,
@@ -342,25 +356,26 @@ class LeaderElector:
             # 409: another candidate won the race; it shows up on the next read.
             log.debug("acquiring lease %s/%s failed: %s", self.namespace, self.name, _reason(exc))
             return
-        await self._start_leading(LeaseRecord.from_object(obj), sent, previous=record.holder)
+        await self._start_leading(self._seen(obj), sent, previous=record.holder)
 
     async def _create(self) -> None:
         sent = self._clock()
         stamp = _micro_time(dt.datetime.now(dt.UTC))
+        epoch = self._max_epoch + 1
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {
                 "name": self.name,
                 "namespace": self.namespace,
-                "annotations": {EPOCH_ANNOTATION: "1"},
+                "annotations": {EPOCH_ANNOTATION: str(epoch)},
             },
             "spec": {
                 "holderIdentity": self.identity,
                 "leaseDurationSeconds": self.lease_duration,
                 "acquireTime": stamp,
                 "renewTime": stamp,
-                "leaseTransitions": 1,
+                "leaseTransitions": epoch,
             },
         }
         try:
@@ -370,7 +385,7 @@ class LeaderElector:
         except _FAILURES as exc:
             log.debug("creating lease %s/%s failed: %s", self.namespace, self.name, _reason(exc))
             return
-        await self._start_leading(LeaseRecord.from_object(obj), sent, previous=None)
+        await self._start_leading(self._seen(obj), sent, previous=None)
 
     async def _renew_once(self) -> None:
         record = self._record
@@ -405,12 +420,11 @@ class LeaderElector:
                 # term we hold is no longer provably ours.
                 self._step_down(f"lease changed by another writer ({exc.status})")
                 return
-            log.warning("renewing lease %s/%s failed: %s", self.namespace, self.name, _reason(exc))
+            self._warn("renewing", exc)
         except _TRANSPORT_FAILURES as exc:  # TimeoutError is an OSError
-            log.warning("renewing lease %s/%s failed: %s", self.namespace, self.name, _reason(exc))
+            self._warn("renewing", exc)
         else:
-            new = LeaseRecord.from_object(obj)
-            self._record = new
+            self._record = self._seen(obj)
             self._observed_at = self._clock()
             self._valid_until = sent + self.renew_deadline
             return
@@ -510,11 +524,25 @@ class LeaderElector:
         self, fn: Callable[..., Any], *args: Any, budget: float | None = None
     ) -> dict[str, Any]:
         seconds = self._api.timeout if budget is None else min(self._api.timeout, max(budget, 0.1))
-        response = await asyncio.to_thread(
-            fn, *args, _request_timeout=seconds, _preload_content=False
-        )
+        call = functools.partial(fn, *args, _request_timeout=seconds, _preload_content=False)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leader-election")
+        response = await asyncio.get_running_loop().run_in_executor(self._executor, call)
         obj: dict[str, Any] = json.loads(response.data)
+        self._failing = False
         return obj
+
+    def _seen(self, obj: dict[str, Any]) -> LeaseRecord:
+        record = LeaseRecord.from_object(obj)
+        self._max_epoch = max(self._max_epoch, record.epoch)
+        return record
+
+    def _warn(self, doing: str, exc: BaseException) -> None:
+        # Once per outage at warning level: an API server that is down for a minute
+        # should not write thirty warnings per replica.
+        level = logging.DEBUG if self._failing else logging.WARNING
+        self._failing = True
+        log.log(level, "%s lease %s/%s failed: %s", doing, self.namespace, self.name, _reason(exc))
 
 
 def _reason(exc: BaseException) -> str:
