@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hafence.api.lease import ANN_WATCHDOG_TIMEOUT, HEARTBEAT_SELECTOR, HeartbeatInfo
 from hafence.kube import Api
+from hafence.lab.controlplane import ControlPlane, kubeconfig_text
 
 from .conftest import AgentProc
-from .helpers import make_host, wait_for
+from .helpers import SLEEP, make_host, make_vm, runtime, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BOOT = "0123abcd-0000-4000-8000-00000000beef"
 
@@ -70,3 +74,41 @@ def test_unknown_host_is_a_clear_error(
     text = agent.log_text()
     assert "--host 'no-such-host'" in text and namespace in text, text
     assert read_lease(api, namespace, "no-such-host") is None
+
+
+def test_agent_runs_with_only_the_rights_of_agent_rbac_yaml(
+    api: Api,
+    namespace: str,
+    start_agent: Callable[..., AgentProc],
+    control_plane: ControlPlane,
+    tmp_path: Path,
+) -> None:
+    """manifests/host/agent-rbac.yaml is enough (and the agent needs no more)."""
+    manifest = (ROOT / "manifests" / "host" / "agent-rbac.yaml").read_text()
+    control_plane.kubectl(
+        "apply", "-f", "-", input=manifest.replace("namespace: dc1", f"namespace: {namespace}")
+    )
+    token = api.core.create_namespaced_service_account_token(
+        "hafence-agent-hv-01", namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    restricted = tmp_path / "agent.kubeconfig"
+    restricted.write_text(
+        kubeconfig_text(
+            control_plane.url,
+            control_plane.dir / "pki" / "ca.crt",
+            None,
+            None,
+            token=token,
+            user="agent",
+        )
+    )
+    make_host(api, namespace, "hv-01")
+    agent = start_agent("hv-01", namespace, kubeconfig_path=str(restricted))
+    make_vm(api, namespace, "vm1", [SLEEP, "300"], host="hv-01")
+    wait_for(
+        lambda: runtime(api, namespace, "vm1").get("state") == "Running",
+        what="the VM running under the restricted agent",
+    )
+    lease = wait_for(lambda: read_lease(api, namespace, "hv-01"), what="the lease")
+    assert HeartbeatInfo.from_lease(lease).ready
+    assert "403" not in agent.log_text(), agent.log_text()
