@@ -1,0 +1,119 @@
+"""The alert rules: well-formed, about metrics the operator really exports, and doing
+what they say (promtool's rule unit tests, when promtool is available)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+import yaml
+from deploy_support import MANIFESTS
+
+from hafence.controller.metrics import HOST_PHASES, FenceAction, FenceResult, Metrics
+
+RULES = MANIFESTS / "monitoring" / "hafence.rules.yaml"
+RULE_TESTS = MANIFESTS / "monitoring" / "tests" / "hafence.rules.test.yaml"
+REQUIRED = {
+    "HafenceHostIsolated",
+    "HafenceFencingFailing",
+    "HafenceNoLeader",
+    "HafenceHeartbeatsMissing",
+}
+# Labels Prometheus adds to every scraped series, which rules may join on.
+TARGET_LABELS = {"instance", "job", "pod", "namespace"}
+
+
+def promtool() -> str | None:
+    """$PROMTOOL, PATH, or the cache hack/promtool.sh builds into."""
+    for candidate in (
+        os.environ.get("PROMTOOL"),
+        shutil.which("promtool"),
+        str(Path.home() / ".cache" / "hafence" / "tools" / "promtool"),
+    ):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def exported() -> dict[str, set[str]]:
+    """Sample names the operator exports, with their label names."""
+    out: dict[str, set[str]] = {}
+    m = Metrics()
+    m.fence_action("ipmilan", "off", "success", 1.0)  # labelled series appear once used
+    m.soft_fence("success")
+    for line in m.render().decode().splitlines():
+        found = re.match(r"^([a-z_]+)(?:\{([^}]*)\})? ", line)
+        if found:
+            labels = set(re.findall(r'([a-z_]+)="', found.group(2) or ""))
+            out.setdefault(found.group(1), set()).update(labels)
+    return out
+
+
+def test_rules_are_complete_alerts() -> None:
+    got = rules()
+    assert {r["alert"] for r in got} >= REQUIRED
+    for rule in got:
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        assert set(rule["annotations"]) == {"summary", "description"}, rule["alert"]
+
+
+def test_rules_use_only_exported_metrics_and_labels() -> None:
+    metrics = exported()
+    values = {
+        "phase": set(HOST_PHASES),
+        "action": set(get_args(FenceAction)),
+        "result": set(get_args(FenceResult)),
+    }
+    for rule in rules():
+        expr = rule["expr"]
+        for name in re.findall(r"\b(hafence_[a-z_]+)", expr):
+            assert name in metrics, f"{rule['alert']}: the operator exports no {name}"
+        for name, matchers in re.findall(r"\b(hafence_[a-z_]+)\{([^}]*)\}", expr):
+            for label, value in re.findall(r'([a-z_]+)\s*(?:=~|!~|!=|=)\s*"([^"]*)"', matchers):
+                assert label in metrics[name], f"{rule['alert']}: {name} has no label {label}"
+                if label in values:
+                    used = set(value.split("|"))
+                    assert used <= values[label], f"{rule['alert']}: {label} {used - values[label]}"
+        for grouping in re.findall(r"\b(?:by|on|without)\s*\(([^)]*)\)", expr):
+            for label in (g.strip() for g in grouping.split(",")):
+                known = TARGET_LABELS | set().union(*metrics.values())
+                assert label in known, f"{rule['alert']}: no metric has label {label}"
+
+
+def test_promtool_checks_the_rules() -> None:
+    tool = promtool()
+    if tool is None:
+        pytest.skip("promtool not found: ./hack/promtool.sh builds it")
+    proc = subprocess.run(
+        [tool, "check", "rules", str(RULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_alerts_fire_when_they_should_and_only_then() -> None:
+    tool = promtool()
+    if tool is None:
+        pytest.skip("promtool not found: ./hack/promtool.sh builds it")
+    proc = subprocess.run(
+        [tool, "test", "rules", str(RULE_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
