@@ -35,6 +35,8 @@ class Engine:
         self._dirty_confirmations: set[str] = set()
         self._alerts: set[str] = set()
         self._settling: dict[str, float] = {}
+        self._orphan_leases: dict[str, m.LeaseObserved] = {}
+        self._last_release: tuple[str, ...] = ()
 
     @property
     def vms(self) -> dict[str, VMRecord]:
@@ -43,14 +45,25 @@ class Engine:
     # ------------------------------------------------------------ public API
 
     def handle(self, ev: m.Input) -> list[m.Action]:
+        """Take one input; returns the actions to execute, in order.  Only the hosts the
+        input concerns are evaluated here (``tick`` evaluates every host)."""
         now = ev.now
-        self._dispatch(ev)
-        for rec in list(self.hosts.values()):
+        targets = self._dispatch(ev)
+        hosts = (
+            self.hosts.values()
+            if targets is None
+            else (self.hosts[n] for n in sorted(targets) if n in self.hosts)
+        )
+        for rec in list(hosts):
             self.machine.evaluate(rec, now)
-        self.vmbook.schedule(now, self.hosts)
+        if self.vmbook.wake:
+            self.vmbook.schedule(now, self.hosts)
         return self._flush()
 
     def tick(self, now: float) -> list[m.Action]:
+        for key in sorted(self._alerts):
+            if key.startswith("FenceSkippedBrokenConnectivity/"):
+                self._connectivity(key.partition("/")[2], now)
         for rec in list(self.hosts.values()):
             self.machine.evaluate(rec, now)
         self.vmbook.schedule(now, self.hosts)
@@ -85,11 +98,41 @@ class Engine:
 
     # ------------------------------------------------------------ inputs
 
-    def _dispatch(self, ev: m.Input) -> None:
+    def _dispatch(self, ev: m.Input) -> set[str] | None:
+        """Apply an input; returns the hosts to evaluate (None: all)."""
+        if isinstance(ev, m.LeaseObserved):
+            self._lease(ev)
+            return {ev.host}
+        if isinstance(ev, m.VMObserved | m.VMRuntimeObserved):
+            name = ev.name if isinstance(ev, m.VMObserved) else ev.vm
+            if isinstance(ev, m.VMObserved):
+                self.vmbook.observe(ev.now, ev.name, ev.spec, ev.status, self.hosts)
+            else:
+                self.vmbook.observe_runtime(ev.now, ev.vm, ev.runtime, self.hosts)
+            vm = self.vmbook.vms.get(name)
+            host = self.hosts.get((vm.holder if vm else None) or "")
+            if host is not None and host.phase in RELEASED_PHASES:
+                self._rerelease(host, ev.now)
+            return set()
+        if isinstance(ev, m.PowerStatusResult | m.SoftFenceResult | m.FenceStepResult):
+            rec = self.hosts.get(ev.host)
+            if rec is None:
+                return set()
+            if isinstance(ev, m.PowerStatusResult):
+                self.machine.on_power_status(rec, ev)
+            elif isinstance(ev, m.SoftFenceResult):
+                self.machine.on_soft_fence(rec, ev)
+            else:
+                self.machine.on_fence_step(rec, ev)
+            return {ev.host}
+        if isinstance(ev, m.ConfirmationObserved):
+            self._confirmation(ev)
+            return {ev.spec.host_ref.name}
         if isinstance(ev, m.OperatorStarted):
             self.quiet_until = ev.now + self.settings.startup_quiet_period
         elif isinstance(ev, m.HostObserved):
             rec = self.hosts.get(ev.name)
+            orphan = None
             if rec is None:
                 rec = self.hosts[ev.name] = HostRecord(name=ev.name, spec=ev.spec)
                 if ev.status is not None and ev.status.phase is not None:
@@ -98,12 +141,16 @@ class Engine:
                 else:
                     rec.phase_since = ev.now
                     self._dirty_hosts.add(ev.name)
+                orphan = self._orphan_leases.pop(ev.name, None)
             capacity_grew = rec.spec.capacity != ev.spec.capacity or rec.labels != ev.labels
             rec.spec = ev.spec
             rec.labels = dict(ev.labels)
             if capacity_grew:
                 self.vmbook.retry_now(rec.spec.cluster, ev.now)
-        elif isinstance(ev, m.HostDeleted):
+            if orphan is not None:
+                self._lease(orphan)
+            return {ev.name}
+        if isinstance(ev, m.HostDeleted):
             self.hosts.pop(ev.name, None)
             self._dirty_hosts.discard(ev.name)
         elif isinstance(ev, m.FenceAgentObserved):
@@ -115,36 +162,16 @@ class Engine:
                 host.next_retry = ev.now  # power management appeared: try it
         elif isinstance(ev, m.FenceAgentDeleted):
             self.agents.pop(ev.name, None)
-        elif isinstance(ev, m.VMObserved):
-            self.vmbook.observe(ev.now, ev.name, ev.spec, ev.status, self.hosts)
-            vm = self.vmbook.vms[ev.name]
-            host = self.hosts.get(vm.holder or "")
-            if host is not None and host.phase in RELEASED_PHASES:
-                self._rerelease(host, ev.now)
-        elif isinstance(ev, m.VMRuntimeObserved):
-            self.vmbook.observe_runtime(ev.now, ev.vm, ev.runtime, self.hosts)
         elif isinstance(ev, m.VMDeleted):
             cluster = self.vmbook.delete(ev.name)
             if cluster is not None:
                 self.vmbook.retry_now(cluster, ev.now)
-        elif isinstance(ev, m.ConfirmationObserved):
-            self._confirmation(ev)
-        elif isinstance(ev, m.LeaseObserved):
-            self._lease(ev)
-        elif isinstance(ev, m.PowerStatusResult | m.SoftFenceResult | m.FenceStepResult):
-            rec = self.hosts.get(ev.host)
-            if rec is None:
-                return
-            if isinstance(ev, m.PowerStatusResult):
-                self.machine.on_power_status(rec, ev)
-            elif isinstance(ev, m.SoftFenceResult):
-                self.machine.on_soft_fence(rec, ev)
-            else:
-                self.machine.on_fence_step(rec, ev)
+        return None
 
     def _lease(self, ev: m.LeaseObserved) -> None:
         rec = self.hosts.get(ev.host)
         if rec is None:
+            self._orphan_leases[ev.host] = ev  # the Host may be listed after its Lease
             return
         changed = ev.renew_time != rec.renew_time or ev.boot_id != rec.boot_id
         if not rec.lease_seen:
@@ -152,7 +179,14 @@ class Engine:
             rec.renewed_at = min(ev.renew_time, ev.now)
         elif changed:
             rec.renewed_at = ev.now
-        if changed or not rec.lease_seen:
+        written = rec.heartbeat_written
+        if ev.boot_id != rec.boot_id or (
+            changed
+            and (
+                written is None
+                or ev.renew_time - written >= self.settings.heartbeat_status_interval
+            )
+        ):
             self._dirty_hosts.add(rec.name)
         rec.lease_seen = True
         rec.renew_time = ev.renew_time
@@ -247,6 +281,27 @@ class Engine:
         pol = self.settings.cluster(cluster)
         if not pol.fencing_enabled:
             return "FenceSkippedDisabled", f"fencing is disabled for cluster {cluster}"
+        broken = self._connectivity(cluster, now)
+        if broken is not None:
+            return "FenceSkippedBrokenConnectivity", broken
+        if now < self._settling.get(cluster, now):
+            return (
+                "FenceDelayedConnectivitySettling",
+                f"cluster {cluster} just regained connectivity: waiting "
+                f"{self.settings.connectivity_settle:g}s for its hosts to report",
+            )
+        fencing = sum(1 for h in self.hosts.values() if h.phase is Phase.FENCING)
+        if fencing >= self.settings.max_concurrent_fences:
+            return (
+                "FenceDelayedConcurrency",
+                f"{fencing} fences running (max {self.settings.max_concurrent_fences})",
+            )
+        return None
+
+    def _connectivity(self, cluster: str, now: float) -> str | None:
+        """Why fencing in ``cluster`` is skipped for broken connectivity, or None.
+        Raises/clears the cluster's alert and starts the settling delay on recovery."""
+        pol = self.settings.cluster(cluster)
         members = [
             h
             for h in self.hosts.values()
@@ -261,22 +316,10 @@ class Engine:
                 "likelier fault, fencing skipped"
             )
             self.alert(key, True, msg)
-            return "FenceSkippedBrokenConnectivity", msg
+            return msg
         if key in self._alerts:
             self.alert(key, False)
             self._settling[cluster] = now + self.settings.connectivity_settle
-        if now < self._settling.get(cluster, now):
-            return (
-                "FenceDelayedConnectivitySettling",
-                f"cluster {cluster} just regained connectivity: waiting "
-                f"{self.settings.connectivity_settle:g}s for its hosts to report",
-            )
-        fencing = sum(1 for h in self.hosts.values() if h.phase is Phase.FENCING)
-        if fencing >= self.settings.max_concurrent_fences:
-            return (
-                "FenceDelayedConcurrency",
-                f"{fencing} fences running (max {self.settings.max_concurrent_fences})",
-            )
         return None
 
     def proxies(self, rec: HostRecord) -> tuple[str, ...]:
@@ -299,7 +342,7 @@ class Engine:
         return tuple(out)
 
     def release_vms(self, rec: HostRecord, proof: str, now: float) -> None:
-        self.vmbook.release(rec, proof, now)
+        self._last_release = self.vmbook.release(rec, proof, now)
         self.vmbook.retry_now(rec.spec.cluster, now)
 
     def vms_unknown(self, rec: HostRecord, now: float) -> None:
@@ -354,6 +397,7 @@ class Engine:
         for name in sorted(self._dirty_hosts):
             rec = self.hosts.get(name)
             if rec is not None:
+                rec.heartbeat_written = rec.renew_time
                 out.append(m.WriteHostStatus(name, host_status(rec, self.vm_count(name))))
         for name in sorted(self._dirty_confirmations):
             out.append(

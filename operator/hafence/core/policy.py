@@ -46,6 +46,9 @@ class Settings:
     vm_retry_slow_interval: float = 1800.0
     # Added to lease expiry + watchdog timeout before self-fencing counts as proof.
     self_fence_safety_margin: float = 15.0
+    # Host.status.lastHeartbeatTime is refreshed at most this often (plus on every
+    # phase change): one status write per lease renewal would load the API server.
+    heartbeat_status_interval: float = 60.0
     # How many proxy hosts of each kind a fence action offers the shell.
     max_proxy_candidates: int = 3
     default_cluster_policy: ClusterPolicy = field(default_factory=ClusterPolicy)

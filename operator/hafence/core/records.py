@@ -29,6 +29,7 @@ class HostRecord:
     boot_id: str | None = None
     watchdog_timeout: float | None = None
     ready: bool = False
+    heartbeat_written: float | None = None  # renew time last persisted in status
     power_state: str | None = None
     # The current outage.
     outage_id: str | None = None

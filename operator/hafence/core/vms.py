@@ -23,18 +23,37 @@ class VMBook:
         self._act = act
         self._emit = emit
         self.dirty: dict[str, bool] = {}  # name -> placement changed
+        # host -> VMs placed there or that may still run there (kept in step with
+        # every change of VMRecord.host/holder: the scale target is 10,000 VMs).
+        self._by_host: dict[str, set[str]] = {}
+        self.wake = True  # something may have become placeable: schedule on next call
 
     # ------------------------------------------------------------ bookkeeping
 
     def _dirty(self, rec: VMRecord, placement_changed: bool = False) -> None:
         self.dirty[rec.name] = self.dirty.get(rec.name, False) or placement_changed
 
+    def _unindex(self, rec: VMRecord) -> None:
+        for where in (rec.host, rec.holder):
+            if where is not None:
+                self._by_host.get(where, set()).discard(rec.name)
+
+    def _index(self, rec: VMRecord) -> None:
+        for where in (rec.host, rec.holder):
+            if where is not None:
+                self._by_host.setdefault(where, set()).add(rec.name)
+
+    def _set_holder(self, rec: VMRecord, holder: str | None) -> None:
+        self._unindex(rec)
+        rec.holder = holder
+        self._index(rec)
+
     def on_host(self, host: str) -> list[VMRecord]:
         """VMs placed on ``host`` or that may still run there."""
-        return [v for v in self.vms.values() if v.host == host or v.holder == host]
+        return [self.vms[n] for n in sorted(self._by_host.get(host, ()))]
 
     def count_on(self, host: str) -> int:
-        return sum(1 for v in self.vms.values() if v.host == host)
+        return sum(1 for n in self._by_host.get(host, ()) if self.vms[n].host == host)
 
     def observe(
         self,
@@ -47,8 +66,10 @@ class VMBook:
         rec = self.vms.get(name)
         if rec is None:
             rec = self.vms[name] = VMRecord(name=name, spec=spec)
+            self.wake = True
             if status is not None and status.phase is not None:
                 restore_vm(rec, status)
+                self._index(rec)
             else:
                 rec.phase = "Pending" if spec.run_strategy == "Always" else "Down"
                 self._dirty(rec)
@@ -71,18 +92,24 @@ class VMBook:
         elif rec.phase in ("Down", "Pending", "Failed") and rec.host is None:
             rec.phase = "Pending"
             rec.next_placement = now
+            self.wake = True
             self._dirty(rec)
 
     def delete(self, name: str) -> str | None:
         rec = self.vms.pop(name, None)
         self.dirty.pop(name, None)
-        return None if rec is None else rec.cluster
+        if rec is None:
+            return None
+        self._unindex(rec)
+        return rec.cluster
 
     def _move(self, rec: VMRecord, host: str | None) -> None:
+        self._unindex(rec)
         rec.host = host
         rec.epoch += 1
         if host is not None:
             rec.holder = host
+        self._index(rec)
         self._dirty(rec, placement_changed=True)
 
     # ------------------------------------------------------------ runtime
@@ -104,7 +131,8 @@ class VMBook:
             and rt.state in ("Stopped", "Failed")
             and rt.placement_epoch >= rec.epoch
         ):
-            rec.holder = rec.host
+            self._set_holder(rec, rec.host)
+            self.wake = True
             self._dirty(rec)
         if rec.host is None or rt.host != rec.host or rt.placement_epoch != rec.epoch:
             return
@@ -159,7 +187,7 @@ class VMBook:
         released = []
         for rec in sorted(self.on_host(host.name), key=lambda v: v.name):
             released.append(rec.name)
-            rec.holder = None
+            self._set_holder(rec, None)
             was_placed = rec.host == host.name
             if was_placed:
                 self._move(rec, None)
@@ -187,6 +215,7 @@ class VMBook:
 
     def retry_now(self, cluster: str, now: float) -> None:
         """Capacity appeared in ``cluster``: Pending VMs there try again now."""
+        self.wake = True
         for rec in self.vms.values():
             if rec.phase == "Pending" and rec.cluster == cluster:
                 rec.next_placement = now
@@ -194,6 +223,7 @@ class VMBook:
     # ------------------------------------------------------------ scheduling
 
     def schedule(self, now: float, hosts: Mapping[str, HostRecord]) -> None:
+        self.wake = False
         due = [
             v
             for v in self.vms.values()
