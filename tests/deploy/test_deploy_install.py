@@ -142,5 +142,5 @@ def test_namespaced_overlay_grants_only_the_listed_namespaces(
     assert status_of(lambda: operator.core.list_namespace()) == 200
     # The agents of a listed namespace got their identity too.
     agent = identity_api("dc2", "hafence-agent")
-    assert status_of(lambda: agent.list("Host", "dc2")) == 200
-    assert status_of(lambda: agent.list("Host", "dc1")) == 403
+    assert status_of(lambda: agent.list("HAVirtualMachine", "dc2")) == 200
+    assert status_of(lambda: agent.list("HAVirtualMachine", "dc1")) == 403

@@ -45,16 +45,10 @@ OPERATOR_RIGHTS: set[Right] = {
     *{("*", "", "namespaces", v, "*") for v in ("get", "list", "watch")},
 }
 AGENT_RIGHTS: set[Right] = {
-    *{
-        ("dc", "hafence.io", k, v, "*")
-        for k in ("hosts", "havirtualmachines")
-        for v in ("get", "list", "watch")
-    },
+    ("dc", "hafence.io", "hosts", "get", "*"),
+    *{("dc", "hafence.io", "havirtualmachines", v, "*") for v in ("get", "list", "watch")},
     ("dc", "hafence.io", "havirtualmachines/status", "patch", "*"),
-    *{
-        ("dc", "coordination.k8s.io", "leases", v, "*")
-        for v in ("get", "create", "update", "patch")
-    },
+    *{("dc", "coordination.k8s.io", "leases", v, "*") for v in ("get", "create", "update")},
 }
 
 

@@ -267,7 +267,6 @@ def test_agent_renews_its_lease_and_reports_vms(api: Api, agent: Api, namespace:
     beat = coord.read_namespaced_lease("h1", namespace)
     beat.spec.renew_time = dt.datetime.now(dt.UTC)
     coord.replace_namespaced_lease("h1", namespace, beat)
-    coord.patch_namespaced_lease("h1", namespace, {"metadata": {"annotations": {"b": "1"}}})
     report = {"status": {"runtime": {"host": "h1", "state": "Running", "placementEpoch": 1}}}
     out = agent.patch("HAVirtualMachine", namespace, "vm1", report, status=True)
     assert out["status"]["runtime"]["state"] == "Running"
@@ -325,3 +324,93 @@ def test_agent_cannot_place_fence_or_read_secrets(api: Api, agent: Api, namespac
         == 403
     )
     assert status_of(lambda: agent.list("Host", None)) == 403
+    # Other hosts' specs are not its business either.
+    assert status_of(lambda: agent.list("Host", namespace)) == 403
+
+
+def placed(api: Api, namespace: str, vm: str, host: str) -> None:
+    api.create("HAVirtualMachine", namespace, {"metadata": {"name": vm}, "spec": VM_SPEC})
+    api.patch(
+        "HAVirtualMachine",
+        namespace,
+        vm,
+        {"status": {"phase": "Scheduled", "host": host, "placementEpoch": 1}},
+        status=True,
+    )
+
+
+def runtime(host: str, state: str = "Running") -> dict[str, Any]:
+    return {"status": {"runtime": {"host": host, "state": state, "placementEpoch": 1}}}
+
+
+def test_shared_agent_identity_can_act_for_other_hosts(
+    api: Api, agent: Api, namespace: str
+) -> None:
+    """The gap docs/deploy.md describes: one shared token speaks for every host."""
+    api.coordination.create_namespaced_lease(namespace, lease("h2", "h2"))
+    placed(api, namespace, "vm2", "h2")
+    beat = agent.coordination.read_namespaced_lease("h2", namespace)
+    beat.metadata.annotations = {"hafence.io/watchdog-timeout-seconds": "60"}
+    agent.coordination.replace_namespaced_lease("h2", namespace, beat)
+    agent.patch("HAVirtualMachine", namespace, "vm2", runtime("h2", "Crashed"), status=True)
+
+
+def test_per_host_agent_identity_is_confined_to_its_host(
+    control_plane: ControlPlane,
+    api: Api,
+    namespace: str,
+    identity_api: Callable[[str, str], Api],
+) -> None:
+    install_datacenter(control_plane, namespace)
+    api.core.create_namespaced_service_account(
+        namespace, {"metadata": {"name": "hafence-agent-h1"}}
+    )
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "hafence-agent-h1",
+        "--role=hafence-agent",
+        f"--serviceaccount={namespace}:hafence-agent-h1",
+        "-n",
+        namespace,
+    )
+    h1 = identity_api(namespace, "hafence-agent-h1")
+    placed(api, namespace, "vm1", "h1")
+    placed(api, namespace, "vm2", "h2")
+    api.coordination.create_namespaced_lease(namespace, lease("h2", "h2"))
+
+    # Its own heartbeat and its own VMs: allowed.
+    h1.coordination.create_namespaced_lease(namespace, lease("h1", "h1"))
+    beat = h1.coordination.read_namespaced_lease("h1", namespace)
+    beat.spec.renew_time = dt.datetime.now(dt.UTC)
+    h1.coordination.replace_namespaced_lease("h1", namespace, beat)
+    h1.patch("HAVirtualMachine", namespace, "vm1", runtime("h1"), status=True)
+
+    # Another host's heartbeat: refused by hafence-agent-own-host-only.
+    msg = error_of(lambda: h1.coordination.create_namespaced_lease(namespace, lease("h3", "h3")))
+    assert "may write only its own heartbeat Lease h1" in msg
+    other = h1.coordination.read_namespaced_lease("h2", namespace)
+    other.metadata.annotations = {"hafence.io/watchdog-timeout-seconds": "60"}
+    msg = error_of(lambda: h1.coordination.replace_namespaced_lease("h2", namespace, other))
+    assert "hafence-agent-own-host-only" in msg
+    # Another host's VM, or its own VM reported as running elsewhere: refused.
+    msg = error_of(
+        lambda: h1.patch(
+            "HAVirtualMachine", namespace, "vm2", runtime("h1", "Crashed"), status=True
+        )
+    )
+    assert "may report only VMs placed on it or that it ran" in msg
+    msg = error_of(
+        lambda: h1.patch("HAVirtualMachine", namespace, "vm1", runtime("h2"), status=True)
+    )
+    assert "status.runtime.host must be h1" in msg
+
+    # After the operator moves vm1 away, h1 may still report that it stopped it.
+    api.patch(
+        "HAVirtualMachine",
+        namespace,
+        "vm1",
+        {"status": {"host": "h2", "placementEpoch": 2}},
+        status=True,
+    )
+    h1.patch("HAVirtualMachine", namespace, "vm1", runtime("h1", "Stopped"), status=True)
