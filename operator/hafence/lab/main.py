@@ -1,0 +1,216 @@
+"""`hafence lab`: a datacenter on this machine, and failures played out in it.
+
+    hafence lab [--scenario agent-crash|network-cut|power-loss|rack-failure|all]
+                [--hosts N] [--profile lab|production] [--output text|json]
+                [--kubeconfig PATH | --use-current-cluster] [--repeat N]
+
+Starts (or uses) a cluster, installs the CRDs, creates N virtual hosts (agent, BMC,
+SSH, network path of their own) with their Hosts, FenceAgents, Secrets and VMs, runs
+the operator as a subprocess, then the scenarios one after another, printing a
+timeline and a summary.  Ctrl-C stops every process it started and removes its
+temporary files.  Exit code: 0 if every check of every scenario passed, 1 if one
+failed, 2 for bad flags, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from hafence.lab.runner import Lab, LabConfig, LabError
+from hafence.lab.scenarios import SCENARIOS, ScenarioResult, recover, run
+
+ORDER = ("agent-crash", "network-cut", "power-loss", "rack-failure")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hafence lab", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--scenario",
+        default="all",
+        choices=[*ORDER, "all"],
+        help="what to break (default: all, one after another)",
+    )
+    p.add_argument("--hosts", type=int, help="virtual hosts (default 3; 5 with rack-failure)")
+    p.add_argument(
+        "--profile",
+        default="lab",
+        choices=["lab", "production"],
+        help="the operator's timing profile; lab: seconds (default), "
+        "production: the shipped defaults",
+    )
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument("--kubeconfig", type=Path, help="use this cluster instead of a local one")
+    cluster.add_argument(
+        "--use-current-cluster",
+        action="store_true",
+        help="use the cluster of $KUBECONFIG / ~/.kube/config",
+    )
+    p.add_argument("--namespace", help="namespace to create (default hafence-lab-<random>)")
+    p.add_argument(
+        "--lease-duration",
+        type=int,
+        help="agents' lease duration in seconds (default 3 lab, 10 production)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="run the scenarios N times")
+    p.add_argument(
+        "--output",
+        default="text",
+        choices=["text", "json"],
+        help="json: the timeline goes to stderr, one JSON document to stdout",
+    )
+    p.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra flag for `hafence operator` (repeatable), "
+        "e.g. --operator-arg=--policy=soft_fence_timeout=10",
+    )
+    return p
+
+
+def _kubeconfig(args: argparse.Namespace) -> Path | None:
+    if args.kubeconfig:
+        if not args.kubeconfig.is_file():
+            raise LabError(f"--kubeconfig {str(args.kubeconfig)!r}: no such file")
+        return Path(args.kubeconfig)
+    if args.use_current_cluster:
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser(
+            "~/.kube/config"
+        )
+        if not Path(path).is_file():
+            raise LabError(f"--use-current-cluster: no kubeconfig at {path!r} ($KUBECONFIG)")
+        return Path(path)
+    return None
+
+
+def scenarios_for(name: str) -> list[str]:
+    return list(ORDER) if name == "all" else [name]
+
+
+def hosts_for(names: list[str], requested: int | None) -> int:
+    need = max(SCENARIOS[n].min_hosts for n in names)
+    if requested is None:
+        return max(3, need)
+    short = [n for n in names if SCENARIOS[n].min_hosts > requested]
+    if short:
+        raise LabError(
+            f"--hosts {requested}: {', '.join(short)} needs at least {need} hosts (the "
+            "operator does not fence when half a cluster's hosts are unreachable at once)"
+        )
+    return requested
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}s"
+
+
+def summary_table(results: list[ScenarioResult]) -> str:
+    cols = (
+        "scenario",
+        "result",
+        "hosts",
+        "detect",
+        "soft fence",
+        "fence",
+        "→running",
+        "total",
+        "power actions",
+    )
+    rows = []
+    for r in results:
+        st = r.steps()
+        acts = "; ".join(f"{h}: {' '.join(a)}" for h, a in r.bmc_actions.items() if a) or "none"
+        failed = sum(not c.ok for c in r.checks) + (r.error is not None)
+        rows.append(
+            (
+                r.scenario,
+                "PASS" if r.ok else f"FAIL ({failed})",
+                ",".join(r.victims),
+                _fmt(st["detection"]),
+                _fmt(st["soft_fence"]),
+                _fmt(st["fence"]),
+                _fmt(
+                    st["confirm_to_running"]
+                    if st["confirm_to_running"] is not None
+                    else st["release_to_running"]
+                ),
+                _fmt(st["total"]),
+                acts,
+            )
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows, strict=False)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    out = sys.stderr if args.output == "json" else sys.stdout
+    try:
+        if args.repeat < 1:
+            raise LabError(f"--repeat {args.repeat!r}: must be at least 1")
+        names = scenarios_for(args.scenario)
+        config = LabConfig(
+            hosts=hosts_for(names, args.hosts),
+            profile=args.profile,
+            kubeconfig=_kubeconfig(args),
+            namespace=args.namespace,
+            lease_duration=args.lease_duration,
+            operator_args=list(args.operator_arg),
+            out=out,
+        )
+    except LabError as exc:
+        print(f"hafence lab: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    results: list[ScenarioResult] = []
+    try:
+        with Lab(config) as lab:
+            try:
+                for _ in range(args.repeat):
+                    for name in names:
+                        result = run(lab, name)
+                        results.append(result)
+                        recover(lab, result)
+            except LabError as exc:
+                # The log goes with the lab's temp files: show it while it exists.
+                print(
+                    f"hafence lab: {exc}\noperator log (last lines):\n"
+                    f"{lab.log_tail('operator.log')}",
+                    file=sys.stderr,
+                )
+            if results:
+                out.write("\n" + summary_table(results) + "\n")
+            if args.output == "json":
+                doc: dict[str, Any] = {
+                    "namespace": lab.namespace,
+                    "profile": args.profile,
+                    "hosts": config.hosts,
+                    "results": [r.to_json() for r in results],
+                    "timeline": lab.timeline.to_json(),
+                    "ok": bool(results) and all(r.ok for r in results),
+                }
+                json.dump(doc, sys.stdout, indent=2)
+                sys.stdout.write("\n")
+    except KeyboardInterrupt:
+        print("\nhafence lab: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+    except LabError as exc:
+        print(f"hafence lab: {exc}", file=sys.stderr)
+        return 1
+    ran_all = len(results) == len(names) * args.repeat
+    return 0 if ran_all and all(r.ok for r in results) else 1
