@@ -34,6 +34,7 @@ Use from an async operator::
     elector.check()                            # right before a fence or placement write
     ...
     await elector.stop()                       # releases: a standby takes over at once
+                                               # (stop(release=False): as if it crashed)
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ class LeaderElector:
                 await self._task
             self._task = None
         if release:
-            await self.release()
+            await self._release()
         if self._executor is not None:
             # A request still running ends by its own timeout; nobody waits for it.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -280,21 +281,28 @@ class LeaderElector:
                 await asyncio.sleep(delay)
         finally:
             if self._leading:
-                self._step_down("election loop stopped")
+                self._step_down("election loop stopped", expected=True)
 
-    async def release(self) -> None:
+    async def _release(self) -> None:
         """Give up the Lease if it names us: holder cleared, duration 1 s, epoch kept.
 
-        Reads the Lease rather than trusting our state: the loop may have stopped
-        with a renewal in flight, which would make our resourceVersion stale.
-        Identities are unique per process, so a Lease naming us is ours to give up.
+        Only with the loop stopped (else it would take the Lease straight back).
+        Reads the Lease rather than trusting our state: the loop may have stopped with
+        a renewal in flight, which would make our resourceVersion stale.  Identities
+        are unique per process, so a Lease naming us is ours to give up.
         """
-        self._step_down("released")
+        self._step_down("released", expected=True)
         try:
             obj = await self._call(
                 self._api.coordination.read_namespaced_lease, self.name, self.namespace
             )
-        except _FAILURES as exc:
+        except ApiException as exc:
+            if exc.status != 404:  # 404: nothing to give up
+                log.warning(
+                    "release of lease %s/%s failed: %s", self.namespace, self.name, _reason(exc)
+                )
+            return
+        except _TRANSPORT_FAILURES as exc:
             log.warning(
                 "release of lease %s/%s failed: %s", self.namespace, self.name, _reason(exc)
             )
@@ -450,7 +458,7 @@ class LeaderElector:
         )
         self._notify(self._on_started, record.epoch)
 
-    def _step_down(self, why: str) -> None:
+    def _step_down(self, why: str, *, expected: bool = False) -> None:
         if not self._leading:
             return
         epoch = self._epoch if self._epoch is not None else 0
@@ -459,7 +467,8 @@ class LeaderElector:
         self._valid_until = 0.0
         self._became_leader.clear()
         self._lost.set()
-        log.warning(
+        log.log(
+            logging.INFO if expected else logging.WARNING,
             "%s stopped leading %s/%s, epoch %d: %s",
             self.identity,
             self.namespace,
