@@ -17,13 +17,13 @@ from hafence.lab.controlplane import ControlPlane, kubeconfig_text
 
 
 @pytest.fixture
-def identity_api(
+def identity_kubeconfig(
     control_plane: ControlPlane, api: Api, tmp_path: Path
-) -> Iterator[Callable[[str, str], Api]]:
-    """``identity_api(namespace, service_account)``: an Api with that account's token."""
-    opened: list[Api] = []
+) -> Callable[[str, str], Path]:
+    """``identity_kubeconfig(namespace, service_account)``: a kubeconfig file (mode 0600)
+    holding a fresh token of that account, from the TokenRequest API."""
 
-    def make(namespace: str, service_account: str) -> Api:
+    def make(namespace: str, service_account: str) -> Path:
         request = api.core.create_namespaced_service_account_token(
             service_account, namespace, {"spec": {"expirationSeconds": 600}}
         )
@@ -39,7 +39,20 @@ def identity_api(
                 user=service_account,
             )
         )
-        client = load_api(str(path))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def identity_api(
+    identity_kubeconfig: Callable[[str, str], Path],
+) -> Iterator[Callable[[str, str], Api]]:
+    """``identity_api(namespace, service_account)``: an Api with that account's token."""
+    opened: list[Api] = []
+
+    def make(namespace: str, service_account: str) -> Api:
+        client = load_api(str(identity_kubeconfig(namespace, service_account)))
         opened.append(client)
         return client
 
