@@ -43,7 +43,18 @@ def resource_name(obj: dict[str, Any]) -> str:
     return f"{obj['kind'].lower()}.{group}" if group else obj["kind"].lower()
 
 
+def _refuse_stale_crds() -> None:
+    """Applying an old copy of a CRD would break every other test of the session."""
+    source = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
+    copy = {p.name: p.read_text() for p in (MANIFESTS / "base" / "crds").glob("*.yaml")}
+    if source != copy:
+        raise AssertionError(
+            "manifests/base/crds differs from crds/: run hack/sync_generated.py (not applied)"
+        )
+
+
 def install(control_plane: ControlPlane, kustomization: str) -> list[dict[str, Any]]:
+    _refuse_stale_crds()
     objs = render(control_plane, kustomization)
     control_plane.kubectl(
         "apply", "--server-side", "--force-conflicts", "-k", str(MANIFESTS / kustomization)
