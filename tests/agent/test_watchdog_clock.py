@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 from hafence.agent.watchdog import Watchdog, WatchdogClock
 
@@ -56,3 +58,36 @@ def test_thread_kills_through_callback_on_injected_clock() -> None:
         assert "no lease renewal for 30.0s" in reasons[0]
     finally:
         dog.stop()
+
+
+def test_device_fed_while_fresh_then_starved(tmp_path: Path) -> None:
+    """A regular file stands in for /dev/watchdog: we see the feeding bytes."""
+    device = tmp_path / "watchdog"
+    device.write_bytes(b"")
+    now = [0.0]
+    fired = threading.Event()
+    dog = Watchdog(lambda _: fired.set(), clock=lambda: now[0], device=str(device), tick=0.01)
+    dog.arm(10, last_renewal=0.0)
+    dog.start()
+    try:
+        deadline = time.monotonic() + 5
+        while device.stat().st_size < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert device.read_bytes().startswith(b"\0\0\0")
+        now[0] = 10.0
+        assert fired.wait(5)
+        size = device.stat().st_size
+        time.sleep(0.1)
+        assert device.stat().st_size == size, "still fed after firing: the host would not reboot"
+    finally:
+        dog.stop()
+    assert not device.read_bytes().endswith(b"V"), "armed device disarmed on stop"
+
+
+def test_disarm_closes_device_with_magic(tmp_path: Path) -> None:
+    device = tmp_path / "watchdog"
+    device.write_bytes(b"")
+    dog = Watchdog(lambda _: None, device=str(device))
+    dog.arm(10, last_renewal=time.monotonic())
+    dog.disarm()
+    assert device.read_bytes().endswith(b"V")

@@ -97,6 +97,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._last_renewal: float | None = None
         self._host_read_at = 0.0
+        self._sweep_failing = False
 
     # -- start-up ---------------------------------------------------------------------
     def adopt(self) -> None:
@@ -329,7 +330,12 @@ class Agent:
             try:
                 await self.sweep()
             except Exception as exc:
-                log.warning("S3 sweep: %s", str(exc).splitlines()[0][:200])
+                # Once per outage at WARNING: the retries follow the heartbeat's backoff.
+                level = logging.DEBUG if self._sweep_failing else logging.WARNING
+                log.log(level, "S3 sweep: %s", str(exc).splitlines()[0][:200])
+                self._sweep_failing = True
+            else:
+                self._sweep_failing = False
         if time.monotonic() - self._host_read_at > self.cfg.host_refresh:
             try:
                 obj = await asyncio.to_thread(self._get_host)
