@@ -12,9 +12,10 @@ from typing import Any, get_args
 
 import pytest
 import yaml
-from deploy_support import MANIFESTS
+from deploy_support import MANIFESTS, render
 
 from hafence.controller.metrics import HOST_PHASES, FenceAction, FenceResult, Metrics
+from hafence.lab.controlplane import ControlPlane
 
 RULES = MANIFESTS / "monitoring" / "hafence.rules.yaml"
 RULE_TESTS = MANIFESTS / "monitoring" / "tests" / "hafence.rules.test.yaml"
@@ -117,3 +118,16 @@ def test_alerts_fire_when_they_should_and_only_then() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_service_monitor_scrapes_the_metrics_service(control_plane: ControlPlane) -> None:
+    monitoring = render(control_plane, "monitoring")
+    assert {o["kind"] for o in monitoring} == {"ServiceMonitor", "PrometheusRule"}
+    (monitor,) = [o for o in monitoring if o["kind"] == "ServiceMonitor"]
+    (service,) = [o for o in render(control_plane, "base") if o["kind"] == "Service"]
+    labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
