@@ -1,0 +1,46 @@
+"""kopf registrations: raw watch events of the five watched kinds into the Reconciler.
+
+Only ``@kopf.on.event`` is used: kopf's change-detecting handlers store their progress
+in annotations on the objects, and the operator writes nothing but status (and the
+confirmation annotation's removal) on objects it does not own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from hafence.api import FENCE_AGENT, FENCE_CONFIRMATION, GROUP, HA_VIRTUAL_MACHINE, HOST, VERSION
+from hafence.api.lease import COMPONENT_LABEL, HEARTBEAT_COMPONENT
+from hafence.controller.reconciler import Reconciler
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+    def watch(
+        kind: str, group: str, version: str, plural: str, labels: dict[str, str] | None = None
+    ) -> None:
+        async def on_event(event: kopf.RawEvent, **_: Any) -> None:
+            obj = event.get("object")
+            if not isinstance(obj, dict):
+                return
+            await reconciler.observe(kind, dict(obj), deleted=event.get("type") == "DELETED")
+
+        kopf.on.event(
+            group,
+            version,
+            plural,
+            labels=labels,
+            registry=registry,
+            id=f"watch-{plural}",
+        )(on_event)
+
+    for k in (HOST, FENCE_AGENT, HA_VIRTUAL_MACHINE, FENCE_CONFIRMATION):
+        watch(k.kind, GROUP, VERSION, k.plural)
+    watch(
+        "Lease",
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        labels={COMPONENT_LABEL: HEARTBEAT_COMPONENT},
+    )

@@ -1,0 +1,146 @@
+"""`hafence operator`: the engine.  Watches, elects a leader, fences, places VMs.
+
+Everything runs in one asyncio loop: kopf's watch streams feed the Reconciler; the
+leader elector, the metrics/health server and the monitor loop run beside them.
+SIGTERM/SIGINT stop the watches and release leadership, so a standby replica takes
+over at once instead of after the lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import kopf
+from kubernetes import config as kube_config
+
+from hafence.controller.events import EventRecorder
+from hafence.controller.handlers import register
+from hafence.controller.leader import LeaderElector
+from hafence.controller.metrics import Metrics, MetricsServer
+from hafence.controller.reconciler import Reconciler
+from hafence.controller.settings import Settings, SettingsError, parse_settings
+from hafence.kube import Api, load_api
+
+log = logging.getLogger("hafence.operator")
+
+
+def _kopf_login(api: Api) -> kopf.ConnectionInfo:
+    """kopf connects with the very credentials our client loaded (kubeconfig or
+    in-cluster): one source of truth, and kopf's own lookup ignores --kubeconfig."""
+    cfg = api.client.configuration
+    token = (cfg.api_key or {}).get("authorization", "")
+    scheme, _, value = token.partition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        scheme=scheme or None,
+        token=value or None,
+    )
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = parse_settings(argv, os.environ)
+        settings.policy()  # validate before anything starts
+    except SettingsError as exc:
+        print(f"hafence operator: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kopf", "aiohttp.access", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        asyncio.run(run(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def run(settings: Settings) -> None:
+    if settings.kubeconfig:
+        kube_config.load_kube_config(config_file=settings.kubeconfig)
+    else:
+        try:
+            kube_config.load_incluster_config()
+        except kube_config.ConfigException:
+            kube_config.load_kube_config()
+    api = load_api(settings.kubeconfig)
+    metrics = Metrics()
+    server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port)
+    elector = LeaderElector(
+        api,
+        namespace=settings.lease_namespace,
+        name=settings.lease_name,
+        identity=settings.identity,
+        lease_duration=settings.lease_duration,
+        renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period,
+    )
+    metrics.track_leader(lambda: elector.is_leader, lambda: elector.observed_epoch)
+    recorder = EventRecorder(api, instance=elector.identity)
+    reconciler = Reconciler(api, settings.policy(), settings.namespaces, elector, recorder, metrics)
+
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler)
+    kopf.on.login(registry=registry)(lambda **_: _kopf_login(api))
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+        settings.posting.enabled = False  # our Events are ours; kopf's would be noise
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 30
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ready = asyncio.Event()
+
+    await server.start()
+    await elector.start()
+    tasks = [
+        asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                stop_flag=stop,
+                ready_flag=ready,
+            ),
+            name="kopf",
+        ),
+        asyncio.create_task(reconciler.run(), name="reconciler"),
+    ]
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait([waiter, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+    server.set_ready(ready.is_set())
+    log.info(
+        "operator %s started (profile %s, namespaces %s)",
+        elector.identity,
+        settings.profile,
+        ", ".join(settings.namespaces) or "all",
+    )
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error("%s ended: %r", task.get_name(), task.exception())
+    stop.set()
+    for task in tasks[1:]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await elector.stop(release=True)
+    await recorder.aclose()
+    await server.stop()
+    api.close()

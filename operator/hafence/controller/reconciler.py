@@ -1,0 +1,233 @@
+"""The shell around the core: one Engine per namespace (datacenter), fed by watch
+events and by the clock, its actions carried out by an Executor.
+
+Only the leader has engines.  On becoming leader it re-lists everything and rebuilds
+each engine from what is persisted in status (so a restart or a failover resumes an
+outage where it stood: same outage ID, attempt and level, no lost release); on losing
+leadership it drops them and cancels every power operation in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from hafence.api.lease import HEARTBEAT_SELECTOR
+from hafence.controller.cache import Cache
+from hafence.controller.confirm import ConfirmAnnotations
+from hafence.controller.events import EventRecorder
+from hafence.controller.executor import Executor
+from hafence.controller.leader import LeaderElector, NotLeader
+from hafence.controller.metrics import Metrics
+from hafence.controller.observe import inputs_for, key
+from hafence.core import messages as m
+from hafence.core.engine import Engine
+from hafence.core.policy import Settings as Policy
+from hafence.kube import Api, KubeError
+
+log = logging.getLogger(__name__)
+
+# Replay order after (re)gaining leadership: hosts before what refers to them.
+KINDS = ("Host", "FenceAgent", "Lease", "HAVirtualMachine", "FenceConfirmation")
+MAX_SLEEP = 0.5  # seconds between ticks at most: the operator's own overhead per step
+
+
+class Reconciler:
+    def __init__(
+        self,
+        api: Api,
+        policy: Policy,
+        namespaces: tuple[str, ...],
+        elector: LeaderElector,
+        recorder: EventRecorder,
+        metrics: Metrics,
+    ) -> None:
+        self.api = api
+        self.policy = policy
+        self.namespaces = namespaces
+        self.elector = elector
+        self.recorder = recorder
+        self.metrics = metrics
+        self.cache = Cache()
+        self.confirm = ConfirmAnnotations(api, self.cache, elector)
+        self.engines: dict[str, Engine] = {}
+        self.executors: dict[str, Executor] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        # True from the end of the rebuild after gaining leadership until it is lost:
+        # watch events feed engines only then (before, the rebuild sees them anyway).
+        self._active = False
+
+    # -- inputs from the watches ---------------------------------------------------
+    async def observe(self, kind: str, obj: dict[str, Any], deleted: bool = False) -> None:
+        if deleted:
+            self.cache.delete(kind, obj)
+        elif not self.cache.put(kind, obj):
+            return  # older than what we know
+        if not (self._active and self.elector.is_leader):
+            return
+        namespace, _ = key(obj)
+        if kind == "Host" and not deleted:
+            await self.confirm.handle(obj, self.engines.get(namespace))
+        if namespace not in self.engines and kind == "Host" and not deleted:
+            await self._start_engine(namespace, time.time())
+            return
+        await self.feed(namespace, inputs_for(kind, obj, time.time(), deleted=deleted))
+
+    async def feed(self, namespace: str, inputs: Iterable[m.Input]) -> None:
+        async with self._lock(namespace):
+            engine = self.engines.get(namespace)
+            if engine is None:
+                return
+            for inp in inputs:
+                await self._run(namespace, engine.handle(inp))
+        self._wake.set()
+
+    async def _feed_one(self, namespace: str, inp: m.Input) -> None:
+        await self.feed(namespace, [inp])
+
+    async def _run(self, namespace: str, actions: list[m.Action]) -> None:
+        if actions:
+            try:
+                await self.executors[namespace].run(actions)
+            except NotLeader as exc:
+                log.error("lost leadership while acting in %s: %s", namespace, exc)
+                self._wake.set()
+
+    def _lock(self, namespace: str) -> asyncio.Lock:
+        return self._locks.setdefault(namespace, asyncio.Lock())
+
+    # -- leadership --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Forever: wait for leadership, act while leading, stand down when it ends."""
+        while True:
+            epoch = await self.elector.wait_until_leader()
+            log.info("leading (epoch %d): rebuilding state from the API server", epoch)
+            try:
+                await self._start_leading()
+            except KubeError as exc:  # e.g. 429 while the apiserver warms up: try again
+                log.warning("could not rebuild state, retrying: %s", exc)
+                await self._stop_leading()
+                await asyncio.sleep(1.0)
+                continue
+            self._active = True
+            monitor = asyncio.create_task(self._monitor(), name="monitor")
+            try:
+                await self.elector.wait_until_not_leader()
+            finally:
+                monitor.cancel()
+                await asyncio.gather(monitor, return_exceptions=True)
+                await self._stop_leading()
+            log.warning("not leading any more: standing by")
+
+    async def _start_leading(self) -> None:
+        for kind in KINDS:
+            for obj in await asyncio.to_thread(self._list, kind):
+                self.cache.put(kind, obj)
+        now = time.time()
+        namespaces = {key(o)[0] for o in self._all("Host")}
+        for namespace in sorted(namespaces):
+            await self._start_engine(namespace, now)
+
+    async def _start_engine(self, namespace: str, now: float) -> None:
+        async with self._lock(namespace):
+            if namespace in self.engines:
+                return
+            engine = Engine(self.policy)
+            self.engines[namespace] = engine
+            self.executors[namespace] = Executor(
+                self.api,
+                namespace,
+                self.cache,
+                self.elector,
+                self.recorder,
+                self.metrics,
+                lambda inp, ns=namespace: self._feed_one(ns, inp),  # type: ignore[misc]
+            )
+            await self._run(namespace, engine.handle(m.OperatorStarted(now)))
+            for kind in KINDS:
+                for obj in list(self.cache.of_kind(kind, namespace)):
+                    for inp in inputs_for(kind, obj, now):
+                        await self._run(namespace, engine.handle(inp))
+
+    async def _stop_leading(self) -> None:
+        self._active = False
+        for namespace in list(self.engines):
+            async with self._lock(namespace):  # let a batch of actions finish first
+                self.engines.pop(namespace, None)
+        executors = list(self.executors.values())
+        self.executors.clear()
+        for executor in executors:
+            await executor.cancel()
+        self._update_metrics()
+
+    def _list(self, kind: str) -> list[dict[str, Any]]:
+        targets: tuple[str | None, ...] = self.namespaces or (None,)
+        out: list[dict[str, Any]] = []
+        for namespace in targets:
+            if kind == "Lease":
+                client = self.api.coordination
+                if namespace is None:
+                    res = client.list_lease_for_all_namespaces(
+                        label_selector=HEARTBEAT_SELECTOR, _request_timeout=self.api.timeout
+                    )
+                else:
+                    res = client.list_namespaced_lease(
+                        namespace,
+                        label_selector=HEARTBEAT_SELECTOR,
+                        _request_timeout=self.api.timeout,
+                    )
+                out += [self.api.client.sanitize_for_serialization(i) for i in res.items]
+            else:
+                out += self.api.list(kind, namespace)["items"]
+        return out
+
+    def _all(self, kind: str) -> list[dict[str, Any]]:
+        return [o for ns in self.cache.namespaces() for o in self.cache.of_kind(kind, ns)]
+
+    # -- time ------------------------------------------------------------------------
+    async def _monitor(self) -> None:
+        """Tick every engine when its next deadline comes (at most MAX_SLEEP apart)."""
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # time must keep passing for the core
+                log.exception("monitor tick failed")
+                await asyncio.sleep(MAX_SLEEP)
+
+    async def _tick(self) -> None:
+        now = time.time()
+        deadlines: list[float] = []
+        for namespace in list(self.engines):
+            async with self._lock(namespace):
+                engine = self.engines.get(namespace)
+                if engine is None:
+                    continue
+                await self._run(namespace, engine.tick(now))
+                nxt = engine.next_deadline(now)
+                if nxt is not None:
+                    deadlines.append(nxt)
+        self._update_metrics()
+        delay = MAX_SLEEP
+        if deadlines:
+            delay = min(max(min(deadlines) - time.time(), 0.01), MAX_SLEEP)
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
+
+    def _update_metrics(self) -> None:
+        hosts: Counter[str] = Counter()
+        vms: Counter[str] = Counter()
+        for engine in self.engines.values():
+            hosts.update(h.phase.value for h in engine.hosts.values())
+            vms.update(v.phase for v in engine.vms.values())
+        self.metrics.set_host_phases(hosts)
+        self.metrics.set_vm_phases(vms)
