@@ -43,4 +43,7 @@ def test_scenario_matches_golden_log(name: str) -> None:
             )
         )
         pytest.fail(f"scenario {name} diverged from its golden log:\n{diff}")
-    assert sim.violations == [], sim.violations
+    if sim.sc.expect_violations:
+        assert sim.violations, f"{name} says expect-violations but shows none"
+    else:
+        assert sim.violations == [], sim.violations

@@ -112,7 +112,7 @@ class HostSpec(Model):
     )
 
 
-FenceProof = Literal["fence", "confirmation", "self-fence", "reboot"]
+FenceProof = Literal["fence", "confirmation", "self-fence"]
 
 
 class FencingStatus(Model):

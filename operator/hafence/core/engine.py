@@ -69,9 +69,10 @@ class Engine:
         self.vmbook.schedule(now, self.hosts)
         return self._flush()
 
-    def next_deadline(self) -> float | None:
-        """The earliest time at which ``tick`` may have something to do (for shells that
-        sleep between ticks); None when only an input can change anything."""
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest time after ``now`` at which ``tick`` may have something to do (for
+        shells that sleep between ticks); None when only an input can change anything.
+        Ticking every second regardless is fine too."""
         times: list[float] = []
         if self.quiet_until is not None:
             times.append(self.quiet_until)
@@ -94,7 +95,8 @@ class Engine:
         for v in self.vmbook.vms.values():
             if v.phase == "Pending" and v.next_placement is not None:
                 times.append(v.next_placement)
-        return min(times) if times else None
+        future = [t for t in times if t > now]
+        return min(future) if future else None
 
     # ------------------------------------------------------------ inputs
 

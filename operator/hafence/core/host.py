@@ -117,6 +117,13 @@ class HostMachine:
                 self._soft_fence(rec, now)
         elif name == "soft_fence":
             self._soft_fence(rec, now)
+        elif name == "note_reboot":
+            ctx.event(
+                rec.name,
+                "HostRebooted",
+                f"new boot ID {rec.boot_id} (was {rec.boot_id_at_outage}): the host "
+                "rebooted during the outage; its VMs restart where they are placed",
+            )
         elif name == "vms_unknown":
             ctx.vms_unknown(rec, now)
         elif name == "vms_back":
@@ -352,7 +359,15 @@ class HostMachine:
             self.ctx.dirty_host(rec.name)
 
     def evaluate(self, rec: HostRecord, now: float) -> None:
-        """Fire whatever the host's inputs and ``now`` call for."""
+        """Fire whatever the host's inputs and ``now`` call for, until the phase settles
+        (so a host does not wait a tick between, say, NonResponsive and Fencing)."""
+        for _ in range(len(Phase)):
+            before = rec.phase
+            self._evaluate_once(rec, now)
+            if rec.phase is before:
+                return
+
+    def _evaluate_once(self, rec: HostRecord, now: float) -> None:
         ctx = self.ctx
         if rec.spec.maintenance:
             if rec.phase is not Phase.MAINTENANCE:
@@ -383,7 +398,7 @@ class HostMachine:
                 if rec.phase is Phase.SOFT_FENCING and soft_fenced:
                     ctx.event(rec.name, "SoftFenceSucceeded", "heartbeat back after soft fence")
                 trig = Trigger.HEARTBEAT_REBOOTED if rebooted else Trigger.HEARTBEAT
-                self.fire(rec, trig, now, proof="reboot")
+                self.fire(rec, trig, now)
             return
         if not rec.lease_seen:
             return

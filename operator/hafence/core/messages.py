@@ -206,7 +206,7 @@ class ReleaseVMs:
 
     host: str
     outage_id: str
-    proof: str  # "fence" | "confirmation" | "self-fence" | "reboot"
+    proof: str  # "fence" | "confirmation" | "self-fence"
     vms: tuple[str, ...]
 
 

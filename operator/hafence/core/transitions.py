@@ -21,6 +21,7 @@ Effects are names, interpreted by ``host.py``/``engine.py``:
 - ``power_on``: run "on" at the level that verified off
 - ``alert_isolated``: raise HostIsolated; ``schedule_retry``: next fencing attempt
 - ``abandon_ops``: forget any operation in flight
+- ``note_reboot``: event HostRebooted (the host's VMs restart where they are placed)
 """
 
 from __future__ import annotations
@@ -104,8 +105,14 @@ def _rows() -> Iterable[Transition]:
     for src in sorted(OUTAGE_PHASES):
         back = ("vms_back", "abandon_ops", "end_outage")
         yield Transition(src, T.HEARTBEAT, P.UP, back)
+        # A reboot during the outage killed the VMs, but by the time the heartbeat
+        # shows it the agent may already have restarted them in place (they are still
+        # placed there): moving them now could run them twice.  They stay.
         yield Transition(
-            src, T.HEARTBEAT_REBOOTED, P.UP, ("abandon_ops", "release_vms", "end_outage")
+            src,
+            T.HEARTBEAT_REBOOTED,
+            P.UP,
+            ("note_reboot", "vms_back", "abandon_ops", "end_outage"),
         )
         yield Transition(src, T.CONFIRMED, P.MANUALLY_FENCED, ("abandon_ops", "release_vms"))
         yield Transition(src, T.SELF_FENCE_PROVEN, P.SELF_FENCED, ("abandon_ops", "release_vms"))

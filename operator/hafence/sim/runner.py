@@ -16,7 +16,7 @@ from hafence.core import messages as m
 from hafence.core.engine import Engine
 from hafence.core.policy import Settings
 from hafence.sim.scenario import SETTINGS_KEYS, Command, Scenario, parse_scenario
-from hafence.sim.world import VDevice, VHost
+from hafence.sim.world import DEVICE_VERBS, HOST_VERBS, VHost, World
 
 SIM_DEFAULTS = {"lease": 10.0, "boot": 20.0, "ssh_timeout": 10.0}
 
@@ -53,11 +53,11 @@ class Simulation:
         self.now = 0.0
         self.lines: list[str] = []
         self.violations: list[str] = []
-        self.hosts = {d.name: VHost(d) for d in scenario.hosts}
-        self.devices = {d.name: VDevice(d) for d in scenario.fences}
-        for dev in self.devices.values():
-            if dev.pdu:
-                self.hosts[dev.d.host].outlets[dev.d.name] = True
+        self.world = World(
+            scenario.hosts, scenario.fences, self.sim["boot"], self.log, self.violation
+        )
+        self.hosts = self.world.hosts
+        self.devices = self.world.devices
         self.host_specs = {n: _host_spec(h) for n, h in self.hosts.items()}
         self.vm_specs: dict[str, HAVirtualMachineSpec] = {}
         # The virtual API server: what the core wrote, and the agents' runtime reports.
@@ -200,6 +200,13 @@ class Simulation:
                 self._soft_fence(a)
             elif isinstance(a, m.RunFenceStep):
                 self._fence_step(a)
+            elif isinstance(a, m.PlaceVM):
+                if a.previous_host not in (None, a.host):
+                    self.violation(
+                        f"S1: {a.vm} placed on {a.host} while it may run on {a.previous_host}"
+                    )
+                for other in self.world.running_elsewhere(a.vm, a.host):
+                    self.violation(f"S1: {a.vm} placed on {a.host} while it runs on {other}")
             elif isinstance(a, m.ReleaseVMs):
                 running = [
                     v
@@ -216,25 +223,6 @@ class Simulation:
 
     # ------------------------------------------------------------ devices
 
-    def _device(self, name: str, op: str) -> tuple[fp.AgentResult, float]:
-        dev = self.devices[name]
-        host = self.hosts[dev.d.host]
-        if dev.dead or (not dev.pdu and not host.ac):
-            return fp.AgentResult("error", "timed out"), float(dev.d.timeout)
-        delay = dev.slow or 1.0
-        if op == "off" and dev.fail_off:
-            return fp.AgentResult("error", "device refused off"), delay
-        if op in ("off", "on"):
-            was = host.powered
-            if dev.pdu:
-                host.outlets[name] = op == "on"
-            else:
-                host.chassis = op == "on"
-            self._power_changed(host, was)
-        if dev.pdu:
-            return fp.AgentResult("on" if host.outlets[name] else "off"), delay
-        return fp.AgentResult("on" if host.powered else "off"), delay
-
     def _s5_check(self, host: str, what: str) -> None:
         lease = self.leases.get(host)
         if lease is not None and self.now < lease.renew_time + lease.duration:
@@ -250,7 +238,7 @@ class Simulation:
         results = {}
         delay = 0.0
         for ag in a.agents:
-            results[ag], d = self._device(ag, "status")
+            results[ag], d = self.world.device(ag, "status")
             delay = max(delay, d)
         power = fp.status_verdict(results, a.agents)
         self.later(
@@ -281,70 +269,23 @@ class Simulation:
         results = {}
         delay = 0.0
         for ag in a.agents:
-            results[ag], d = self._device(ag, a.operation)
+            results[ag], d = self.world.device(ag, a.operation)
             delay = max(delay, d)
         self.later(delay, m.FenceStepResult(0, a.host, a.op_id, results))
 
     # ------------------------------------------------------------ physics
 
-    def _power_changed(self, h: VHost, was: bool) -> None:
-        if was and not h.powered:
-            h.running.clear()
-            h.booted = False
-            h.boot_done_at = None
-            h.ready = False
-            self.log("world", f"{h.name}: power lost")
-        elif not was and h.powered:
-            h.booted = False
-            h.boot_done_at = self.now + self.sim["boot"]
-            self.log("world", f"{h.name}: powered on, booting")
-
-    def _reset(self, h: VHost, why: str) -> None:
-        h.running.clear()
-        h.booted = False
-        h.frozen = False
-        h.ready = False
-        h.boot_done_at = self.now + self.sim["boot"]
-        self.log("world", f"{h.name}: reset ({why}), booting")
-
-    def physics(self) -> None:
-        for h in self.hosts.values():
-            if (
-                h.powered
-                and not h.booted
-                and h.boot_done_at is not None
-                and self.now >= h.boot_done_at
-            ):
-                h.booted = True
-                h.boot_seq += 1
-                h.agent = True
-                h.paused_until = 0.0
-                h.ready = False
-                h.last_renew = None
-                h.watchdog_done = False
-                h.last_ok_renew = self.now
-                self.log("world", f"{h.name}: booted, boot ID {h.boot_id}")
-            if not h.armed or (not h.os_alive() and not h.frozen):
-                continue
-            assert h.d.selffence is not None
-            stuck = self.now - h.last_ok_renew >= h.d.selffence
-            if not stuck or h.watchdog_done:
-                continue
-            if h.frozen or not h.agent:
-                self._reset(h, "hardware watchdog")
-            elif not h.net or self.now < h.paused_until:
-                h.watchdog_done = True
-                if h.running:
-                    self.log(
-                        "world", f"{h.name}: watchdog: agent killed its VMs {sorted(h.running)}"
-                    )
-                h.running.clear()
-
     def agents(self) -> None:
         for h in self.hosts.values():
-            if not h.agent_working(self.now) or not h.net:
+            if not h.agent_working(self.now) or not h.net or not h.api:
                 continue
-            self._reconcile(h)
+            if h.ready:
+                self._reconcile(h)
+            elif h.sweep_at is None:
+                h.sweep_at = self.now + 1  # (re)connected: renew as not ready, sweep next
+            elif self.now >= h.sweep_at:
+                h.sweep_at = None
+                self._reconcile(h)
             interval = self.sim["lease"] / 3
             sent = self.leases.get(h.name)
             if (
@@ -396,86 +337,20 @@ class Simulation:
                 self.feed(m.VMRuntimeObserved(self.now, name, rt))
         h.ready = True
 
-    def check_split_brain(self) -> None:
-        where: dict[str, list[str]] = {}
-        for h in self.hosts.values():
-            if h.powered and not h.frozen:
-                for v in h.running:
-                    where.setdefault(v, []).append(h.name)
-        for v, hs in sorted(where.items()):
-            if len(hs) > 1:
-                self.violation(f"split brain: {v} runs on {', '.join(sorted(hs))}")
-
     # ------------------------------------------------------------ commands
 
     def command(self, c: Command) -> None:
         self.log("cmd", " ".join((c.verb, *c.args)))
         arg = c.args[0] if c.args else ""
-        h = self.hosts.get(arg)
-        dev = self.devices.get(arg)
-        if (
-            c.verb
-            in (
-                "power-off",
-                "power-on",
-                "pull-power",
-                "restore-power",
-                "reboot",
-                "cut-network",
-                "restore-network",
-                "kill-agent",
-                "start-agent",
-                "pause-agent",
-                "freeze",
-                "thaw",
-                "maintenance",
-            )
-            and h is None
-        ):
-            raise ValueError(f"line {c.line}: {arg!r} is not a host")
-        if c.verb.startswith("bmc-") and dev is None:
-            raise ValueError(f"line {c.line}: {arg!r} is not a fence device")
-        assert (
-            h is not None or dev is not None or c.verb in ("confirm", "restart-operator", "fencing")
-        )
-        if c.verb in ("power-off", "power-on", "pull-power", "restore-power") and h:
-            was = h.powered
-            if c.verb == "power-off":
-                h.chassis = False
-            elif c.verb == "power-on":
-                h.chassis = True
-            else:
-                h.ac = c.verb == "restore-power"
-            self._power_changed(h, was)
-        elif c.verb == "reboot" and h:
-            self._reset(h, "rebooted")
-        elif c.verb in ("cut-network", "restore-network") and h:
-            h.net = c.verb == "restore-network"
-            if h.net:
-                h.ready = False
-        elif c.verb == "kill-agent" and h:
-            h.agent = False
-            h.ready = False
-        elif c.verb == "start-agent" and h:
-            h.agent = True
-        elif c.verb == "pause-agent" and h:
-            h.paused_until = self.now + float(c.args[1])
-        elif c.verb in ("freeze", "thaw") and h:
-            h.frozen = c.verb == "freeze"
-            if not h.frozen:
-                h.ready = False
-        elif dev is not None:
-            if c.verb == "bmc-dead":
-                dev.dead = True
-            elif c.verb == "bmc-alive":
-                dev.dead = False
-            elif c.verb == "bmc-slow":
-                dev.slow = float(c.args[1])
-            elif c.verb == "bmc-fail-off":
-                dev.fail_off = True
-            elif c.verb == "bmc-ok":
-                dev.dead, dev.slow, dev.fail_off = False, 0.0, False
-        elif c.verb == "confirm":
+        if c.verb in HOST_VERBS or c.verb in DEVICE_VERBS:
+            self.world.command(c.verb, c.args, c.line)
+        elif c.verb == "heal":
+            self.world.heal()
+        elif c.verb in ("confirm", "confirm-if-off"):
+            if arg not in self.hosts:
+                raise ValueError(f"line {c.line}: {arg!r} is not a host")
+            if c.verb == "confirm-if-off" and self.hosts[arg].powered:
+                return  # the property tests' person only confirms what is true
             name = c.args[1] if len(c.args) > 1 else f"confirm-{arg}-{int(self.now)}"
             spec = FenceConfirmationSpec.model_validate(
                 {"hostRef": {"name": arg}, "reason": "checked on site"}
@@ -486,12 +361,12 @@ class Simulation:
             self.generation += 1
             self.pending.clear()
             self.start_engine()
-        elif c.verb == "maintenance" and h:
+        elif c.verb == "maintenance":
+            if arg not in self.hosts:
+                raise ValueError(f"line {c.line}: {arg!r} is not a host")
             on = c.args[1] == "on"
-            self.host_specs[h.name] = self.host_specs[h.name].model_copy(update={"maintenance": on})
-            self.feed(m.HostObserved(self.now, h.name, self.host_specs[h.name], h.d.labels))
-        elif c.verb == "fencing":
-            raise ValueError(f"line {c.line}: 'fencing' is set with settings, not at runtime")
+            self.host_specs[arg] = self.host_specs[arg].model_copy(update={"maintenance": on})
+            self.feed(m.HostObserved(self.now, arg, self.host_specs[arg], self.hosts[arg].d.labels))
 
     # ------------------------------------------------------------ the loop
 
@@ -504,17 +379,17 @@ class Simulation:
         self.start_engine()
         commands = list(self.sc.commands)
         for t in range(int(self.sc.duration) + 1):
-            self.now = float(t)
+            self.now = self.world.now = float(t)
             while commands and commands[0].at <= t:
                 self.command(commands.pop(0))
-            self.physics()
+            self.world.step()
             self.agents()
             while self.pending and self.pending[0][0] <= self.now:
                 _, _, gen, ev = heapq.heappop(self.pending)
                 if gen == self.generation:
                     self.feed(ev.__class__(**{**ev.__dict__, "now": self.now}))
             self.execute(self.engine.tick(self.now))
-            self.check_split_brain()
+            self.world.check_split_brain()
         self.log(
             "sim",
             "end: "

@@ -40,6 +40,8 @@ COMMANDS = {
     "reboot": 1,
     "cut-network": 1,
     "restore-network": 1,
+    "cut-api": 1,
+    "restore-api": 1,
     "kill-agent": 1,
     "start-agent": 1,
     "pause-agent": 2,
@@ -53,7 +55,8 @@ COMMANDS = {
     "confirm": 1,
     "restart-operator": 0,
     "maintenance": 2,
-    "fencing": 2,
+    "confirm-if-off": 1,
+    "heal": 0,
 }
 
 
@@ -115,6 +118,8 @@ class Scenario:
     vms: list[VMDef] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     duration: int = 300
+    # The scenario shows a breach on purpose (e.g. a wrong human confirmation).
+    expect_violations: bool = False
 
 
 def _kv(words: list[str], lineno: int) -> tuple[dict[str, str], set[str]]:
@@ -241,6 +246,8 @@ def parse_scenario(text: str) -> Scenario:
                     f"line {lineno}: {verb} takes {COMMANDS[verb]} argument(s), got {args}"
                 )
             sc.commands.append(Command(at, verb, args, lineno))
+        elif kw == "expect-violations":
+            sc.expect_violations = True
         elif kw == "run":
             if len(rest) != 1:
                 raise ScenarioError(f"line {lineno}: 'run SECONDS'")

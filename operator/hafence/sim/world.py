@@ -13,8 +13,10 @@ Physics kept deliberately simple and explicit:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hafence.core.fencing_plan import AgentResult
 from hafence.sim.scenario import FenceDef, HostDef
 
 PDU_TYPES = frozenset(
@@ -44,12 +46,14 @@ class VHost:
     boot_done_at: float | None = None
     agent: bool = True
     paused_until: float = 0.0
-    net: bool = True
+    net: bool = True  # the host's network: API server and SSH
+    api: bool = True  # the host -> API server path only (SSH still works)
+    sweep_at: float | None = None  # the agent's S3 sweep, one second after reconnecting
     frozen: bool = False
     running: set[str] = field(default_factory=set)
     last_renew: float | None = None
     last_ok_renew: float = 0.0
-    ready: bool = False
+    ready: bool = True  # hosts start Up and swept: the scenario begins mid-life
     watchdog_done: bool = False
 
     @property
@@ -85,3 +89,204 @@ class VDevice:
     @property
     def pdu(self) -> bool:
         return self.d.type in PDU_TYPES
+
+
+HOST_VERBS = frozenset(
+    {
+        "power-off",
+        "power-on",
+        "pull-power",
+        "restore-power",
+        "reboot",
+        "cut-network",
+        "restore-network",
+        "cut-api",
+        "restore-api",
+        "kill-agent",
+        "start-agent",
+        "pause-agent",
+        "freeze",
+        "thaw",
+    }
+)
+DEVICE_VERBS = frozenset({"bmc-dead", "bmc-alive", "bmc-slow", "bmc-fail-off", "bmc-ok"})
+
+
+class World:
+    """Hosts and fence devices, and what happens to them second by second."""
+
+    def __init__(
+        self,
+        hosts: list[HostDef],
+        fences: list[FenceDef],
+        boot_seconds: float,
+        log: Callable[[str, str], None],
+        violation: Callable[[str], None],
+    ) -> None:
+        self.hosts = {d.name: VHost(d) for d in hosts}
+        self.devices = {d.name: VDevice(d) for d in fences}
+        for dev in self.devices.values():
+            if dev.pdu:
+                self.hosts[dev.d.host].outlets[dev.d.name] = True
+        self.boot_seconds = boot_seconds
+        self.log = log
+        self.violation = violation
+        self.now = 0.0
+
+    # ------------------------------------------------------------ devices
+
+    def device(self, name: str, op: str) -> tuple[AgentResult, float]:
+        """Run ``op`` (status/off/on) on a device: its answer and how long it took."""
+        dev = self.devices[name]
+        host = self.hosts[dev.d.host]
+        if dev.dead or (not dev.pdu and not host.ac):
+            return AgentResult("error", "timed out"), float(dev.d.timeout)
+        delay = dev.slow or 1.0
+        if op == "off" and dev.fail_off:
+            return AgentResult("error", "device refused off"), delay
+        if op in ("off", "on"):
+            was = host.powered
+            if dev.pdu:
+                host.outlets[name] = op == "on"
+            else:
+                host.chassis = op == "on"
+            self.power_changed(host, was)
+        if dev.pdu:
+            return AgentResult("on" if host.outlets[name] else "off"), delay
+        return AgentResult("on" if host.powered else "off"), delay
+
+    # ------------------------------------------------------------ physics
+
+    def power_changed(self, h: VHost, was: bool) -> None:
+        if was and not h.powered:
+            h.running.clear()
+            h.booted = False
+            h.boot_done_at = None
+            h.ready = False
+            self.log("world", f"{h.name}: power lost")
+        elif not was and h.powered:
+            h.booted = False
+            h.boot_done_at = self.now + self.boot_seconds
+            self.log("world", f"{h.name}: powered on, booting")
+
+    def reset(self, h: VHost, why: str) -> None:
+        h.running.clear()
+        h.booted = False
+        h.frozen = False
+        h.ready = False
+        h.boot_done_at = self.now + self.boot_seconds
+        self.log("world", f"{h.name}: reset ({why}), booting")
+
+    def step(self) -> None:
+        for h in self.hosts.values():
+            if (
+                h.powered
+                and not h.booted
+                and h.boot_done_at is not None
+                and self.now >= h.boot_done_at
+            ):
+                h.booted = True
+                h.boot_seq += 1
+                h.agent = True
+                h.paused_until = 0.0
+                h.ready = False
+                h.last_renew = None
+                h.sweep_at = None
+                h.watchdog_done = False
+                h.last_ok_renew = self.now
+                self.log("world", f"{h.name}: booted, boot ID {h.boot_id}")
+            if not h.armed or (not h.os_alive() and not h.frozen):
+                continue
+            assert h.d.selffence is not None
+            if self.now - h.last_ok_renew < h.d.selffence or h.watchdog_done:
+                continue
+            if h.frozen or not h.agent:
+                self.reset(h, "hardware watchdog")
+            elif not h.net or not h.api or self.now < h.paused_until:
+                h.watchdog_done = True
+                if h.running:
+                    self.log(
+                        "world", f"{h.name}: watchdog: agent killed its VMs {sorted(h.running)}"
+                    )
+                h.running.clear()
+
+    def check_split_brain(self) -> None:
+        where: dict[str, list[str]] = {}
+        for h in self.hosts.values():
+            if h.powered and not h.frozen:
+                for v in h.running:
+                    where.setdefault(v, []).append(h.name)
+        for v, hs in sorted(where.items()):
+            if len(hs) > 1:
+                self.violation(f"split brain: {v} runs on {', '.join(sorted(hs))}")
+
+    def running_elsewhere(self, vm: str, host: str) -> list[str]:
+        return sorted(
+            h.name
+            for h in self.hosts.values()
+            if h.name != host and vm in h.running and h.powered and not h.frozen
+        )
+
+    # ------------------------------------------------------------ commands
+
+    def command(self, verb: str, args: tuple[str, ...], line: int) -> None:
+        arg = args[0] if args else ""
+        if verb in DEVICE_VERBS:
+            dev = self.devices.get(arg)
+            if dev is None:
+                raise ValueError(f"line {line}: {arg!r} is not a fence device")
+            if verb == "bmc-dead":
+                dev.dead = True
+            elif verb == "bmc-alive":
+                dev.dead = False
+            elif verb == "bmc-slow":
+                dev.slow = float(args[1])
+            elif verb == "bmc-fail-off":
+                dev.fail_off = True
+            else:
+                dev.dead, dev.slow, dev.fail_off = False, 0.0, False
+            return
+        h = self.hosts.get(arg)
+        if h is None:
+            raise ValueError(f"line {line}: {arg!r} is not a host")
+        if verb in ("power-off", "power-on", "pull-power", "restore-power"):
+            was = h.powered
+            if verb in ("power-off", "power-on"):
+                h.chassis = verb == "power-on"
+            else:
+                h.ac = verb == "restore-power"
+            self.power_changed(h, was)
+        elif verb == "reboot":
+            self.reset(h, "rebooted")
+        elif verb in ("cut-network", "restore-network"):
+            h.net = verb == "restore-network"
+            h.ready = h.ready and not h.net  # reconnecting: S3 sweep before ready
+        elif verb in ("cut-api", "restore-api"):
+            h.api = verb == "restore-api"
+            h.ready = h.ready and not h.api
+        elif verb in ("kill-agent", "start-agent"):
+            h.agent = verb == "start-agent"
+            h.ready = False
+        elif verb == "pause-agent":
+            h.paused_until = self.now + float(args[1])
+        elif verb in ("freeze", "thaw"):
+            h.frozen = verb == "freeze"
+            h.ready = False
+        if not h.ready:
+            h.sweep_at = None
+
+    def heal(self) -> None:
+        """Everything back to normal: power, network, agents, devices."""
+        for dev in self.devices.values():
+            dev.dead, dev.slow, dev.fail_off = False, 0.0, False
+        for h in self.hosts.values():
+            was = h.powered
+            h.ac = h.chassis = True
+            for o in h.outlets:
+                h.outlets[o] = True
+            h.net = h.api = True
+            h.frozen = False
+            h.paused_until = 0.0
+            if h.os_alive():
+                h.agent = True
+            self.power_changed(h, was)
