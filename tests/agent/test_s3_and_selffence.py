@@ -123,14 +123,15 @@ def test_self_fence_kills_vms_after_watchdog_timeout(
     assert timeout <= float(match.group(1)) < timeout + 1.0
 
     proxy.restore()
-    rt = wait_for(
-        lambda: (r := runtime(api, namespace, "vm1")).get("state") == "Failed" and r,
-        what="the fenced VM reported Failed",
-    )
-    assert "self-fencing watchdog" in rt["message"]
-    assert rt["placementEpoch"] == 1
+    for name in ("vm1", "vm2"):
+        rt = wait_for(
+            lambda n=name: (r := runtime(api, namespace, n)).get("state") == "Failed" and r,
+            what=f"the fenced {name} reported Failed",
+        )
+        assert "self-fencing watchdog" in rt["message"]
+        assert rt["placementEpoch"] == 1
     # Never restarted under the epoch it was fenced in; a new placement runs it again.
     place(api, namespace, "vm2", "h1", 2)
-    new = running_pid(api, namespace, "vm2")
+    new = running_pid(api, namespace, "vm2", epoch=2)
     assert new not in pids
     assert runtime(api, namespace, "vm1")["state"] == "Failed"

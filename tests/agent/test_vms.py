@@ -12,11 +12,14 @@ from .conftest import AgentProc
 from .helpers import SLEEP, env_has, make_host, make_vm, pid_alive, place, runtime, wait_for
 
 
-def running_pid(api: Api, namespace: str, name: str, other_than: int | None = None) -> int:
+def running_pid(
+    api: Api, namespace: str, name: str, other_than: int | None = None, epoch: int | None = None
+) -> int:
     def check() -> int | None:
         rt = runtime(api, namespace, name)
         pid = rt.get("pid")
-        if rt.get("state") == "Running" and pid and pid != other_than:
+        fits = epoch is None or rt.get("placementEpoch") == epoch
+        if rt.get("state") == "Running" and pid and pid != other_than and fits:
             return int(pid)
         return None
 

@@ -7,6 +7,7 @@ we re-read and write again rather than blindly overwrite.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,8 @@ from kubernetes.client.exceptions import ApiException
 
 from hafence.api.lease import lease_body, validate_boot_id
 from hafence.kube import Api, KubeError
+
+log = logging.getLogger("hafence.agent")
 
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
@@ -97,6 +100,16 @@ class LeaseWriter:
                 self.writes += 1
                 return
             except ApiException as exc:
+                if exc.status == 409 and self.writes:
+                    # Someone else wrote our Lease since our last renewal.  Another
+                    # agent for the same host would break S3; say so loudly.
+                    log.error(
+                        "Lease %s/%s was written by someone else (another agent "
+                        "with --host %s?); taking it back",
+                        self.namespace,
+                        self.host,
+                        self.host,
+                    )
                 if exc.status in (404, 409):
                     self._rv = None  # deleted or written by someone else: re-read
                     continue

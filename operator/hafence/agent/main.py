@@ -115,6 +115,11 @@ def _check(args: argparse.Namespace) -> str:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if not isinstance(logging.getLevelName(args.log_level.upper()), int):
+        print(
+            f"hafence agent: --log-level {args.log_level!r} is not a logging level", file=sys.stderr
+        )
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s %(levelname)s agent[{args.host}] %(message)s",

@@ -157,8 +157,9 @@ class Agent:
     def _get_host(self) -> dict[str, Any]:
         return self.api.get("Host", self.cfg.namespace, self.cfg.host)
 
-    async def read_host(self) -> None:
-        """The Host must exist; an unreachable API server is waited for, with backoff."""
+    async def read_host(self) -> bool:
+        """The Host must exist; an unreachable API server is waited for, with backoff.
+        False if the agent was asked to stop meanwhile."""
         delay = 0.5
         while True:
             try:
@@ -179,23 +180,33 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 if self._stopping.is_set():
-                    raise AgentError("stopped before the Host could be read") from None
+                    return False
                 delay = min(delay * 2, 10.0)
                 continue
             self._apply_host(obj)
             self._host_read_at = time.monotonic()
-            return
+            return True
 
     # -- the watch feed -------------------------------------------------------------
     def _on_watch(self, kind: str, payload: Any) -> None:
+        """Apply a list ("snapshot": the list object) or one watch event to the cache.
+
+        The sweep's list and the watcher's stream race each other; neither may roll an
+        object back.  etcd's revisions are integers, so they are compared when they
+        parse (resourceVersions are otherwise opaque).
+        """
         if kind == "snapshot":
-            self.cache = {vm_key(o): o for o in payload}
+            list_rv = _rv_int(payload)
+            fresh = {vm_key(o): o for o in payload.get("items", [])}
+            for key, old in self.cache.items():
+                old_rv = _rv_int(old)
+                if list_rv is not None and old_rv is not None and old_rv > list_rv:
+                    fresh[key] = old  # seen on the watch after this list was taken
+            self.cache = fresh
         else:
             key = vm_key(payload)
-            old = self.cache.get(key)
-            new_rv, old_rv = _rv_int(payload), (_rv_int(old) if old else None)
-            # A watch that lags behind a fresher list (the sweep's) must not roll an
-            # object back; etcd's revisions are integers, so compare when they parse.
+            prev = self.cache.get(key)
+            new_rv, old_rv = _rv_int(payload), (_rv_int(prev) if prev else None)
             if old_rv is not None and new_rv is not None and new_rv < old_rv:
                 return
             if kind == "DELETED":
@@ -203,6 +214,16 @@ class Agent:
             else:
                 self.cache[key] = payload
         self._kick.set()
+
+    def _relevant(self, obj: dict[str, Any]) -> bool:
+        """Objects this host has to act or report on: placed here, running here, or
+        placed nowhere after running here.  The rest of the namespace is skipped
+        before any parsing (the cache holds every VM of the namespace)."""
+        status = obj.get("status") or {}
+        host = status.get("host")
+        if host == self.cfg.host or vm_key(obj) in self.local:
+            return True
+        return not host and (status.get("runtime") or {}).get("host") == self.cfg.host
 
     # -- reconcile ------------------------------------------------------------------
     def _observe_all(self) -> dict[str, Observed]:
@@ -253,7 +274,11 @@ class Agent:
 
     async def reconcile(self, *, may_start: bool) -> None:
         async with self._pass_lock:
-            placed = {k: Placed.from_object(o, self.cfg.host) for k, o in self.cache.items()}
+            placed = {
+                k: Placed.from_object(o, self.cfg.host)
+                for k, o in self.cache.items()
+                if self._relevant(o)
+            }
             observed = await asyncio.to_thread(self._observe_all)
             plan = self.reconciler.plan(
                 placed,
@@ -271,6 +296,10 @@ class Agent:
                     log.error("stopping %s failed: %s", vm.key, res)
             for key in plan.forget:
                 self._forget(key)
+            for vm in plan.resave:
+                with self._fence_lock:
+                    if vm.key in self.local:
+                        self.state.save(vm)
             for p in plan.start:
                 report = await asyncio.to_thread(self._start_vm, p)
                 if report is not None:
@@ -314,7 +343,7 @@ class Agent:
     async def sweep(self) -> None:
         """S3: with a fresh list, stop every local VM not placed here; then ready."""
         listed = await asyncio.to_thread(self.api.list, KIND, self.cfg.namespace)
-        self._on_watch("snapshot", listed.get("items", []))
+        self._on_watch("snapshot", listed)
         await self.reconcile(may_start=False)
         self.swept = True
         log.info(
@@ -415,7 +444,8 @@ class Agent:
             self.watch_api, self.cfg.namespace, post, watch_timeout=self.cfg.watch_timeout
         )
         try:
-            await self.read_host()
+            if not await self.read_host():
+                return 0
             watcher.start()
             tasks = [
                 asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),

@@ -115,6 +115,7 @@ class Plan:
     stop: list[LocalVM] = field(default_factory=list)
     start: list[Placed] = field(default_factory=list)
     forget: list[str] = field(default_factory=list)  # local records of dead VMs
+    resave: list[LocalVM] = field(default_factory=list)  # records whose epoch moved
     # Records of VMs the watchdog killed: kept until their Failed report is stored, so
     # an agent restart in between still knows not to run them again.
     forget_after_report: list[str] = field(default_factory=list)
@@ -178,7 +179,11 @@ class Reconciler:
                 continue
             track = self.track(placed)
             if vm is not None and obs is not None and obs.running:
-                vm.epoch = placed.epoch
+                if vm.epoch != placed.epoch:
+                    # Re-placed here while running (same host, new decision): the
+                    # record must name the epoch the VM now runs under.
+                    vm.epoch = placed.epoch
+                    plan.resave.append(vm)
                 plan.reports[key] = runtime_report(self.host, "Running", track, pid=vm.pid)
                 continue
             if vm is not None:

@@ -5,7 +5,7 @@ status is not available, so every agent sees every VM of the namespace.  That is
 known scale limit of this design (N hosts x M VMs events per change); a label the
 operator keeps equal to status.host would let the API server filter instead.
 
-The thread posts ``("snapshot", items)`` after each list and ``(type, object)`` per
+The thread posts ``("snapshot", list object)`` after each list and ``(type, object)`` per
 watch event to a callback (the agent hands them over to its event loop).  Errors lead
 to a relist after a capped backoff, never to a busy loop.
 """
@@ -63,7 +63,7 @@ class VMWatcher:
                     rv = str(listed["metadata"]["resourceVersion"])
                     if self._stop.is_set():
                         return
-                    self.post("snapshot", listed.get("items", []))
+                    self.post("snapshot", listed)
                 for event in self.api.watch(KIND, self.namespace, rv, self.watch_timeout):
                     if self._stop.is_set():
                         return
