@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +49,29 @@ Notify = Callable[[str, str, str], None]  # (kind, subject, text)
 
 def _noop(kind: str, subject: str, text: str) -> None:
     pass
+
+
+_pyghmi_keeper: socket.socket | None = None
+
+
+def keep_pyghmi_awake() -> None:
+    """Give pyghmi's shared I/O thread a socket that is never closed.
+
+    pyghmi selects on a module-wide socket list with a 300 s timeout and wakes itself
+    through the first socket of that list.  When a BmcFarm closes its last BMC the
+    list is empty: the I/O thread sleeps in ``select([])`` and BMCs created later in
+    this process go unanswered for minutes.  A permanent first socket keeps the list
+    non-empty and the wake-ups working, for every lab (or test) in this process.
+    """
+    global _pyghmi_keeper
+    if _pyghmi_keeper is not None:
+        return
+    import pyghmi.ipmi.private.session as ipmisession
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    ipmisession.iosockets.insert(0, sock)
+    _pyghmi_keeper = sock
 
 
 @dataclass(frozen=True)
@@ -194,6 +218,7 @@ class Datacenter:
         self.workdir = workdir
         self.timings = agent
         self.notify = notify
+        keep_pyghmi_awake()
         self.farm = BmcFarm()
         self.hosts_dir = workdir / "hosts"
         self.shells = HostShells(workdir / "sshd", self.hosts_dir)

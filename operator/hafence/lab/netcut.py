@@ -101,8 +101,13 @@ class Forwarder:
         self._cut = False
 
     def close(self) -> None:
+        if self._closed:
+            return
         self.cut()
         self._closed = True
+        # close() alone does not wake a thread blocked in accept(); shutdown() does.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self._thread.join(timeout=2)
 

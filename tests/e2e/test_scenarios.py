@@ -1,0 +1,90 @@
+"""Each lab scenario end to end: real agents, BMCs, sshd, operator and API server.
+
+Assertions are about what really happened — power actions recorded by the BMCs, the
+VM processes sampled every 100 ms, soft-fence requests that reached the hosts' shells,
+resources — never about how long it took (bench/ttr.py measures that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from hafence.lab.runner import Lab
+
+from .conftest import failed, play
+
+pytestmark = [pytest.mark.slow, pytest.mark.controlplane, pytest.mark.timeout(150)]
+
+
+def _one_process_elsewhere(lab: Lab, names: set[str], victims: list[str]) -> None:
+    assert lab.checker is not None
+    procs = lab.checker.running()
+    for name in names:
+        hosts = procs.get(name, [])
+        assert len(hosts) == 1, f"{name} runs in {len(hosts)} processes: {hosts}"
+        assert hosts[0] not in victims, f"{name} still runs on failed host {hosts[0]}"
+
+
+def test_agent_crash_is_soft_fenced(lab_factory: Callable[[int], Lab]) -> None:
+    lab = lab_factory(3)
+    assert lab.checker is not None
+    result = play(lab, "agent-crash")
+    victim = result.victims[0]
+    assert result.ok, failed(result)
+    assert result.soft_fenced == [victim]
+    assert result.bmc_actions == {h: [] for h in result.bmc_actions}, "no power action"
+    procs = lab.checker.running()
+    for name in result.moves:
+        assert procs.get(name) == [victim], f"{name} should still run on {victim} only"
+    assert not lab.checker.violations
+
+
+def test_network_cut_is_hard_fenced_and_ha_vms_move(lab_factory: Callable[[int], Lab]) -> None:
+    lab = lab_factory(3)
+    assert lab.checker is not None
+    result = play(lab, "network-cut")
+    victim = result.victims[0]
+    assert result.ok, failed(result)
+    assert "off" in result.bmc_actions[victim]
+    assert all(not a for h, a in result.bmc_actions.items() if h != victim)
+    ha = {n for n in result.moves if n.startswith("ha-")}
+    pets = {n for n in result.moves if n.startswith("pet-")}
+    assert ha, "the victim ran no HA VM"
+    _one_process_elsewhere(lab, ha, [victim])
+    procs = lab.checker.running()
+    assert all(not procs.get(p) for p in pets), f"non-HA VMs restarted: {procs}"
+    assert not lab.checker.violations
+
+
+def test_power_loss_waits_for_confirmation(lab_factory: Callable[[int], Lab]) -> None:
+    lab = lab_factory(3)
+    assert lab.checker is not None
+    result = play(lab, "power-loss")
+    victim = result.victims[0]
+    assert result.ok, failed(result)
+    assert "Isolated" in result.times and "confirm" in result.times
+    assert result.bmc_actions == {h: [] for h in result.bmc_actions}
+    ha = {n for n in result.moves if n.startswith("ha-")}
+    t_confirm = result.t0 + result.times["confirm"]
+    early = lab.checker.started_between(ha, result.t0, t_confirm)
+    assert not [s for s in early if s.host != victim], f"restarted before confirmation: {early}"
+    _one_process_elsewhere(lab, ha, [victim])
+    assert not lab.checker.violations
+
+
+def test_rack_failure_fences_each_host_of_the_rack(lab_factory: Callable[[int], Lab]) -> None:
+    lab = lab_factory(5)
+    assert lab.checker is not None
+    result = play(lab, "rack-failure")
+    assert result.ok, failed(result)
+    assert len(result.victims) == 2
+    for h, actions in result.bmc_actions.items():
+        if h in result.victims:
+            assert "on" in actions, f"{h}: {actions}"
+        else:
+            assert not actions, f"{h} is outside the rack: {actions}"
+    ha = {n for n in result.moves if n.startswith("ha-")}
+    _one_process_elsewhere(lab, ha, result.victims)
+    assert not lab.checker.violations
