@@ -1,0 +1,64 @@
+"""Build a driver from a FenceAgentSpec: the one place that picks the transport.
+
+Native drivers serve what they speak (IPMI types -> pyghmi, ``redfish`` -> Redfish);
+every other type runs its Debian ``fence_*`` agent.  With a fence proxy, the agent
+always runs on the proxy host over SSH (the BMC network is reachable only from there).
+"""
+
+from __future__ import annotations
+
+from hafence.api.fenceagent import FenceAgentSpec
+from hafence.fencing.errors import Unsupported
+from hafence.fencing.fence_agents import FenceAgentDriver
+from hafence.fencing.ipmi import IpmiDriver
+from hafence.fencing.options import agent_type, effective_options
+from hafence.fencing.protocol import Credentials, DriverSettings, FenceDriver, SSHTarget
+
+
+def build_driver(spec: FenceAgentSpec, credentials: Credentials | None,
+                 proxy: SSHTarget | None = None, *, name: str = "",
+                 poll_interval: float = 0.25) -> FenceDriver:
+    """A driver for one FenceAgent.  Raises :class:`Unsupported` for a bad type/options."""
+    kind = agent_type(spec.type)
+    opts = effective_options(kind, spec.options)
+    port = spec.port
+    if port is None and "ipport" in opts:
+        try:
+            port = int(opts.pop("ipport"))
+        except ValueError:
+            raise Unsupported(f"options: ipport={opts.get('ipport')!r} is not a port") from None
+    settings = DriverSettings(
+        name=(f"{name} " if name else "")
+        + f"({spec.type} {spec.address}{f':{port}' if port else ''})",
+        timeout=float(spec.timeout_seconds),
+        power_wait=float(spec.power_wait_seconds),
+        poll_interval=poll_interval,
+    )
+    if proxy is None and kind.native:
+        # fence-agents' own pacing: the native drivers poll on power_wait_seconds instead.
+        opts.pop("power_wait", None)
+    if proxy is None and kind.native == "ipmi":
+        if credentials is None:
+            raise Unsupported(f"{settings.name}: IPMI needs credentials")
+        return IpmiDriver(settings, spec.address, port or kind.default_port or 623,
+                          credentials, opts)
+    if proxy is None and kind.native == "redfish":
+        from hafence.fencing.redfish import RedfishDriver
+
+        if credentials is None:
+            raise Unsupported(f"{settings.name}: Redfish needs credentials")
+        return RedfishDriver(settings, spec.address, port, credentials, opts,
+                             system=spec.plug)
+    runner = None
+    if proxy is not None:
+        from hafence.fencing.ssh import proxy_runner
+
+        runner = proxy_runner(proxy)
+        settings.name += f" via {proxy.label()}"
+    if kind.native == "ipmi":
+        opts.setdefault("lanplus", "1")
+    if runner is None:
+        return FenceAgentDriver(settings, kind.fence_agent, spec.address, port, spec.plug,
+                                credentials, opts)
+    return FenceAgentDriver(settings, kind.fence_agent, spec.address, port, spec.plug,
+                            credentials, opts, runner=runner)

@@ -1,0 +1,209 @@
+"""Simulated BMCs speaking real IPMI 2.0 (RMCP+) over UDP on loopback.
+
+Built on pyghmi's server side (:class:`pyghmi.ipmi.bmc.Bmc`).  A :class:`BmcFarm` runs
+several BMCs on different ports in this process, served by one thread.  Each
+:class:`SimulatedBmc` has a power state, records every action it receives, calls
+``on_power_change(state)`` when its power changes (the lab kills or starts a virtual
+host there), and has switches to play failures: ``dead`` (no answer at all) and
+``stop_answering_after`` (answer N more chassis-control commands, then go silent —
+a BMC that dies mid-operation).
+
+pyghmi's client proposes SHA-256 cipher suites first, and pyghmi's BMC would answer
+them with a SHA-1 session it then fails to complete; this simulator refuses any
+non-SHA1 proposal (RMCP+ status 0x11) so clients fall back to cipher suite 3, as
+they do against real BMCs that lack SHA-256.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import pyghmi.ipmi.bmc as pyghmi_bmc
+import pyghmi.ipmi.private.serversession as serversession
+import pyghmi.ipmi.private.session as ipmisession
+
+PowerCallback = Callable[[str], None]
+
+_SHA1 = 1  # RMCP+ authentication and integrity algorithm numbers for HMAC-SHA1(-96)
+_NO_MATCHING_AUTH = 0x11
+
+
+class _Session(serversession.ServerSession):
+    """A server session that refuses non-SHA1 proposals and can play dead."""
+
+    bmc: SimulatedBmc
+
+    def create_open_session_response(self, request: Any) -> Any:
+        auth, integrity = request[12], request[20]
+        if auth != _SHA1 or integrity != _SHA1:
+            self.bmc.refused_proposals += 1
+            return bytearray([request[0], _NO_MATCHING_AUTH, 0, 0]) + request[4:8]
+        return super().create_open_session_response(request)
+
+    def process_pktqueue(self) -> None:
+        if self.bmc.dead:
+            self.pktqueue.clear()
+            return
+        super().process_pktqueue()
+
+
+@dataclass
+class Action:
+    name: str  # "on", "off", "cycle", "reset", "shutdown", "diag"
+    time: float
+
+
+class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
+    def __init__(self, name: str, port: int, users: dict[str, str], power: str = "on",
+                 on_power_change: PowerCallback | None = None,
+                 power_delay: float = 0.0) -> None:
+        super().__init__(users, port=port, address="127.0.0.1")
+        self.name = name
+        self.power = power
+        self.on_power_change = on_power_change
+        self.power_delay = power_delay
+        self.actions: list[Action] = []
+        self.dead = False
+        self.stop_answering_after: int | None = None
+        self.refused_proposals = 0
+        self._lock = threading.Lock()
+
+    # -- failure switches -----------------------------------------------------------
+    def sessionless_data(self, data: Any, sockaddr: Any) -> None:
+        if self.dead:
+            return
+        data = bytearray(data)
+        if len(data) >= 22 and data[0] == 6 and data[2:4] == b"\xff\x07" and \
+                data[4] == 6 and data[5] == 16:
+            _Session(self.authdata, self.kg, sockaddr, self.serversocket, data[16:],
+                     self.uuid, bmc=self)
+            return
+        super().sessionless_data(data, sockaddr)
+
+    # -- power ----------------------------------------------------------------------
+    @property
+    def action_names(self) -> list[str]:
+        with self._lock:
+            return [a.name for a in self.actions]
+
+    def _record(self, name: str, new_power: str | None) -> None:
+        with self._lock:
+            self.actions.append(Action(name, time.monotonic()))
+            if self.stop_answering_after is not None:
+                self.stop_answering_after -= 1
+                if self.stop_answering_after < 0:
+                    self.dead = True
+        if new_power is not None:
+            if self.power_delay > 0:
+                timer = threading.Timer(self.power_delay, self.set_power, (new_power,))
+                timer.daemon = True
+                timer.start()
+            else:
+                self.set_power(new_power)
+
+    def set_power(self, state: str) -> None:
+        """Change the power state as if by hand (and tell ``on_power_change``)."""
+        with self._lock:
+            changed = state != self.power
+            self.power = state
+        if changed and self.on_power_change is not None:
+            self.on_power_change(state)
+
+    def get_power_state(self) -> str:
+        return self.power
+
+    def power_off(self) -> None:
+        self._record("off", "off")
+
+    def power_on(self) -> None:
+        self._record("on", "on")
+
+    def power_cycle(self) -> None:
+        self._record("cycle", "on")
+
+    def power_reset(self) -> None:
+        self._record("reset", None)
+
+    def power_shutdown(self) -> None:
+        self._record("shutdown", "off")
+
+    def pulse_diag(self) -> None:
+        self._record("diag", None)
+
+    def is_active(self) -> bool:
+        return self.power == "on"
+
+    def close(self) -> None:
+        sock = self.serversocket
+        ipmisession.Session.bmc_handlers.pop(sock, None)
+        if sock in ipmisession.iosockets:
+            ipmisession.iosockets.remove(sock)
+            # pyghmi's I/O thread may be inside select() on this socket: wake it so
+            # it re-reads the socket list before the descriptor goes away.
+            if ipmisession.iosockets:
+                wake = ipmisession.iosockets[0]
+                try:
+                    wake.sendto(b"\x01", (ipmisession.myself, wake.getsockname()[1]))
+                except OSError:
+                    pass
+                time.sleep(0.05)
+        sock.close()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class BmcFarm:
+    """Several simulated BMCs in this process; a context manager that stops them all."""
+
+    bmcs: dict[str, SimulatedBmc] = field(default_factory=dict)
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, name: str, username: str, password: str, *, port: int | None = None,
+            power: str = "on", on_power_change: PowerCallback | None = None,
+            power_delay: float = 0.0) -> SimulatedBmc:
+        bmc = SimulatedBmc(name, port or free_udp_port(), {username: password}, power,
+                           on_power_change, power_delay)
+        self.bmcs[name] = bmc
+        self._start()
+        return bmc
+
+    def __getitem__(self, name: str) -> SimulatedBmc:
+        return self.bmcs[name]
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="bmc-farm", daemon=True)
+            self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            ipmisession.Session.wait_for_rsp(0.2)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        for bmc in self.bmcs.values():
+            bmc.close()
+        self.bmcs.clear()
+
+    def __enter__(self) -> BmcFarm:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
