@@ -6,6 +6,7 @@ import os
 import signal
 from collections.abc import Callable
 
+from hafence.agent.process import kill_all
 from hafence.kube import Api
 
 from .conftest import AgentProc
@@ -138,3 +139,25 @@ def test_kill_vms_on_exit(api: Api, namespace: str, start_agent: Callable[..., A
     pid = running_pid(api, namespace, "vm1")
     assert agent.stop() == 0
     wait_for(lambda: not pid_alive(pid), timeout=5, what="the VM killed with the agent")
+
+
+def test_host_reboot_is_not_a_vm_crash(
+    api: Api, namespace: str, start_agent: Callable[..., AgentProc]
+) -> None:
+    """The lab's power loss: agent and VMs killed, the host comes back with a new boot
+    ID; a VM still placed here starts again without spending its crash budget."""
+    make_host(api, namespace, "h1")
+    first = start_agent("h1", namespace, boot_id="0000000a-0000-4000-8000-000000000001")
+    make_vm(api, namespace, "vm1", [SLEEP, "300"], host="h1")
+    pid = running_pid(api, namespace, "vm1")
+    first.proc.kill()
+    first.proc.wait()
+    assert kill_all(first.state_dir) == [f"{namespace}/vm1"]
+    wait_for(lambda: not pid_alive(pid), timeout=5, what="the VM to die with the host")
+    second = start_agent(
+        "h1", namespace, state_dir=first.state_dir, boot_id="0000000b-0000-4000-8000-000000000002"
+    )
+    new_pid = running_pid(api, namespace, "vm1", other_than=pid)
+    assert pid_alive(new_pid)
+    assert runtime(api, namespace, "vm1")["restarts"] == 0
+    assert "did not survive the reboot" in second.log_text()

@@ -106,6 +106,13 @@ class Agent:
             if vm.driver not in self.drivers:
                 log.error("state record of %s names unknown driver %r; ignored", vm.key, vm.driver)
                 continue
+            booted = vm.extra.get("bootID")
+            if vm.driver == "process" and booted and booted != self.cfg.boot_id:
+                # Its process died with the previous boot: not a crash of the VM, and
+                # not something to stop.  Placement decides afresh whether it runs.
+                log.info("%s did not survive the reboot (boot %s); record dropped", vm.key, booted)
+                self.state.forget(vm.key)
+                continue
             self.local[vm.key] = vm
         if self.local:
             log.info("adopted %d VM records from %s", len(self.local), self.cfg.state_dir)
@@ -262,6 +269,7 @@ class Agent:
             except StartError as exc:
                 log.error("starting %s failed: %s", placed.key, exc)
                 return self.reconciler.start_failed(placed, str(exc))
+            vm.extra["bootID"] = self.cfg.boot_id
             self.local[placed.key] = vm
             self.state.save(vm)
         log.info("started %s (epoch %d, pid %s)", placed.key, placed.epoch, vm.pid)
