@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from hafence.core import fencing_plan as fp
+from hafence.core import triggers
 from hafence.core.messages import (
     Action,
     CheckPower,
@@ -22,7 +23,6 @@ from hafence.core.messages import (
 from hafence.core.policy import Settings
 from hafence.core.records import HostRecord
 from hafence.core.transitions import (
-    OUTAGE_PHASES,
     Phase,
     Transition,
     Trigger,
@@ -253,16 +253,18 @@ class HostMachine:
 
     # ------------------------------------------------------------ results
 
-    def _take(self, rec: HostRecord, op_id: str) -> bool:
-        if rec.op_id is None or op_id != rec.op_id:
-            return False  # stale: an abandoned operation or one from before a restart
+    def _take(self, rec: HostRecord, op_id: str, steps: tuple[str, ...]) -> bool:
+        if rec.op_id is None or op_id != rec.op_id or rec.step not in steps:
+            # Stale (an abandoned operation, one from before a restart) or the answer
+            # to another kind of action: ignored.
+            return False
         rec.op_id = None
         rec.step_pending = False
         self.ctx.dirty_host(rec.name)
         return True
 
     def on_power_status(self, rec: HostRecord, ev: PowerStatusResult) -> None:
-        if not self._take(rec, ev.op_id):
+        if not self._take(rec, ev.op_id, ("power-status",)):
             return
         rec.power_state = ev.power
         rec.last_result = ev.power
@@ -277,7 +279,7 @@ class HostMachine:
             self.fire(rec, Trigger.POWER_ON, ev.now)
 
     def on_soft_fence(self, rec: HostRecord, ev: SoftFenceResult) -> None:
-        if not self._take(rec, ev.op_id):
+        if not self._take(rec, ev.op_id, ("soft-fence",)):
             return
         if ev.ok:
             rec.step = "soft-fence-wait"
@@ -289,7 +291,7 @@ class HostMachine:
             self.fire(rec, Trigger.SOFT_FENCE_FAILED, ev.now)
 
     def on_fence_step(self, rec: HostRecord, ev: FenceStepResult) -> None:
-        if not self._take(rec, ev.op_id):
+        if not self._take(rec, ev.op_id, FENCE_STEPS):
             return
         now = ev.now
         levels = self.ctx.levels(rec.name)
@@ -344,124 +346,23 @@ class HostMachine:
 
     # ------------------------------------------------------------ time and heartbeats
 
-    def self_fence_proven(self, rec: HostRecord, now: float) -> bool:
-        sf = rec.spec.self_fencing
-        expiry = rec.lease_expiry()
-        if not sf.enabled or rec.watchdog_timeout is None or expiry is None:
-            return False
-        watchdog = max(rec.watchdog_timeout, float(sf.watchdog_timeout_seconds))
-        return now >= expiry + watchdog + self.ctx.settings.self_fence_safety_margin
+    def evaluate(self, rec: HostRecord, now: float) -> None:
+        """Fire whatever the host's inputs and ``now`` call for (see ``triggers.py``)."""
+        triggers.evaluate(self, rec, now)
 
-    def _hold(self, rec: HostRecord, reason: str, message: str) -> None:
+    def hold(self, rec: HostRecord, reason: str, message: str) -> None:
+        """Report once per reason why escalation waits."""
         if rec.held != reason:
             rec.held = reason
             self.ctx.event(rec.name, reason, message, "Warning")
             self.ctx.dirty_host(rec.name)
 
-    def evaluate(self, rec: HostRecord, now: float) -> None:
-        """Fire whatever the host's inputs and ``now`` call for, until the phase settles
-        (so a host does not wait a tick between, say, NonResponsive and Fencing)."""
-        for _ in range(len(Phase)):
-            before = rec.phase
-            self._evaluate_once(rec, now)
-            if rec.phase is before:
-                return
+    def restart_soft_fencing(self, rec: HostRecord, now: float) -> None:
+        """A host restored in SoftFencing without a step: start the phase over."""
+        self._effect("check_power_or_soft_fence", rec, _RESTART, now, "")
 
-    def _evaluate_once(self, rec: HostRecord, now: float) -> None:
-        ctx = self.ctx
-        if rec.spec.maintenance:
-            if rec.phase is not Phase.MAINTENANCE:
-                if rec.phase in OUTAGE_PHASES:
-                    ctx.event(
-                        rec.name,
-                        "FenceSkippedMaintenance",
-                        "host in maintenance: never fenced",
-                        "Warning",
-                    )
-                self.fire(rec, Trigger.MAINTENANCE_ON, now)
-            return
-        fresh = rec.lease_fresh(now)
-        if rec.phase is Phase.MAINTENANCE:
-            if not rec.lease_seen:
-                self.fire(rec, Trigger.MAINTENANCE_OFF_NO_LEASE, now)
-            elif not fresh:
-                self.fire(rec, Trigger.MAINTENANCE_OFF_EXPIRED, now)
-            elif rec.ready:
-                self.fire(rec, Trigger.MAINTENANCE_OFF, now)
-            return
-        if fresh:
-            if rec.ready and rec.phase is not Phase.UP:
-                rebooted = rec.boot_id_at_outage is not None and (
-                    rec.boot_id != rec.boot_id_at_outage
-                )
-                soft_fenced = rec.step in ("soft-fence", "soft-fence-wait")
-                if rec.phase is Phase.SOFT_FENCING and soft_fenced:
-                    ctx.event(rec.name, "SoftFenceSucceeded", "heartbeat back after soft fence")
-                trig = Trigger.HEARTBEAT_REBOOTED if rebooted else Trigger.HEARTBEAT
-                self.fire(rec, trig, now)
-            return
-        if not rec.lease_seen:
-            return
-        if rec.phase in (Phase.UP, Phase.PENDING):
-            self.fire(rec, Trigger.LEASE_EXPIRED, now)
-        if rec.phase not in OUTAGE_PHASES:
-            self.issue(rec, now)  # e.g. "on" after a restart in Rebooting
-            return
-        if ctx.quiet(now):
-            self._hold(
-                rec,
-                "FenceSkippedQuietPeriod",
-                "operator just started: no fencing during the quiet period",
-            )
-            return
-        if self.self_fence_proven(rec, now):
-            ctx.event(
-                rec.name,
-                "SelfFenceProven",
-                "lease expired longer ago than the armed watchdog timeout plus the "
-                "safety margin: the agent has killed its VMs",
-            )
-            self.fire(rec, Trigger.SELF_FENCE_PROVEN, now, proof="self-fence")
-            return
-        if rec.held == "FenceSkippedQuietPeriod":
-            rec.held = None
-        phase = rec.phase
-        if phase is Phase.CONNECTING:
-            assert rec.outage_start is not None
-            if now >= rec.outage_start + ctx.settings.grace(ctx.vm_count(rec.name)):
-                self.fire(rec, Trigger.GRACE_OVER, now)
-        elif phase is Phase.SOFT_FENCING:
-            if rec.step == "soft-fence-wait":
-                assert rec.step_since is not None
-                if now >= rec.step_since + ctx.settings.soft_fence_timeout:
-                    ctx.event(
-                        rec.name,
-                        "SoftFenceFailed",
-                        f"no heartbeat {ctx.settings.soft_fence_timeout:g}s after the soft fence",
-                        "Warning",
-                    )
-                    self.fire(rec, Trigger.SOFT_FENCE_TIMEOUT, now)
-            elif rec.step is None:  # restored without a step: start the phase over
-                self._effect("check_power_or_soft_fence", rec, _RESTART, now, "")
-        elif phase is Phase.NON_RESPONSIVE:
-            if not ctx.levels(rec.name):
-                self.fire(rec, Trigger.NO_POWER_MANAGEMENT, now)
-            else:
-                hold = ctx.fence_hold(rec, now)
-                if hold is None:
-                    self.fire(rec, Trigger.FENCE_ALLOWED, now)
-                else:
-                    self._hold(rec, *hold)
-        elif phase is Phase.FENCING:
-            if rec.step is None:
-                self._start_level(rec, now)
-        elif phase is Phase.ISOLATED and rec.next_retry is not None and now >= rec.next_retry:
-            hold = ctx.fence_hold(rec, now)
-            if hold is None:
-                self.fire(rec, Trigger.RETRY_DUE, now)
-            else:
-                self._hold(rec, *hold)
-        self.issue(rec, now)
+    def start_level(self, rec: HostRecord, now: float) -> None:
+        self._start_level(rec, now)
 
 
 _RESTART = Transition(Phase.SOFT_FENCING, Trigger.GRACE_OVER, Phase.SOFT_FENCING)

@@ -1,0 +1,155 @@
+"""Which trigger a host's heartbeat and the passing of time amount to.
+
+Called for a host after every input that concerns it and on every tick.  It only fires
+triggers on the machine (``host.py``), which applies the transitions table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hafence.core.records import HostRecord
+from hafence.core.transitions import OUTAGE_PHASES, RELEASED_PHASES, Phase, Trigger
+
+if TYPE_CHECKING:
+    from hafence.core.host import HostMachine
+
+
+def self_fence_proven(rec: HostRecord, now: float, margin: float) -> bool:
+    """Lease expiry + watchdog timeout + margin has passed, and the agent had declared its
+    watchdog armed (in its last lease) on a host whose spec enables self-fencing."""
+    sf = rec.spec.self_fencing
+    expiry = rec.lease_expiry()
+    if not sf.enabled or rec.watchdog_timeout is None or expiry is None:
+        return False
+    watchdog = max(rec.watchdog_timeout, float(sf.watchdog_timeout_seconds))
+    return now >= expiry + watchdog + margin
+
+
+def evaluate(m: HostMachine, rec: HostRecord, now: float) -> None:
+    """Fire whatever the inputs and ``now`` call for, until the phase settles (so a host
+    does not wait a tick between, say, NonResponsive and Fencing)."""
+    _repair(rec, now)
+    for _ in range(len(Phase)):
+        before = rec.phase
+        _once(m, rec, now)
+        if rec.phase is before:
+            return
+
+
+def _repair(rec: HostRecord, now: float) -> None:
+    """A status restored without its outage (hand-edited, or from an older operator):
+    rebuild the outage rather than fail."""
+    if (rec.phase in OUTAGE_PHASES or rec.phase in RELEASED_PHASES) and rec.outage_id is None:
+        start = rec.lease_expiry() or now
+        rec.outage_start = start
+        rec.outage_id = f"{rec.name}-{int(start)}"
+        rec.boot_id_at_outage = rec.boot_id
+    if rec.outage_id is not None and rec.outage_start is None:
+        rec.outage_start = rec.lease_expiry() or now
+    if rec.step is not None and rec.step_since is None:
+        rec.step_since = now
+
+
+def _heartbeat(m: HostMachine, rec: HostRecord, now: float) -> None:
+    if not rec.ready or rec.phase is Phase.UP:
+        return  # a renewing agent that has not swept yet: never fenced (S5), not Up
+    rebooted = rec.boot_id_at_outage is not None and rec.boot_id != rec.boot_id_at_outage
+    if rec.phase is Phase.SOFT_FENCING and rec.step in ("soft-fence", "soft-fence-wait"):
+        m.ctx.event(rec.name, "SoftFenceSucceeded", "heartbeat back after soft fence")
+    m.fire(rec, Trigger.HEARTBEAT_REBOOTED if rebooted else Trigger.HEARTBEAT, now)
+
+
+def _maintenance(m: HostMachine, rec: HostRecord, now: float, fresh: bool) -> None:
+    if rec.spec.maintenance:
+        if rec.phase in OUTAGE_PHASES:
+            m.ctx.event(
+                rec.name, "FenceSkippedMaintenance", "host in maintenance: never fenced", "Warning"
+            )
+        m.fire(rec, Trigger.MAINTENANCE_ON, now)
+    elif not rec.lease_seen:
+        m.fire(rec, Trigger.MAINTENANCE_OFF_NO_LEASE, now)
+    elif not fresh:
+        m.fire(rec, Trigger.MAINTENANCE_OFF_EXPIRED, now)
+    elif rec.ready:
+        m.fire(rec, Trigger.MAINTENANCE_OFF, now)
+
+
+def _once(m: HostMachine, rec: HostRecord, now: float) -> None:
+    ctx = m.ctx
+    fresh = rec.lease_fresh(now)
+    if rec.spec.maintenance != (rec.phase is Phase.MAINTENANCE):
+        _maintenance(m, rec, now, fresh)
+        return
+    if rec.phase is Phase.MAINTENANCE:
+        return
+    if fresh:
+        _heartbeat(m, rec, now)
+        return
+    if not rec.lease_seen:
+        return
+    if rec.phase in (Phase.UP, Phase.PENDING):
+        m.fire(rec, Trigger.LEASE_EXPIRED, now)
+    if rec.phase not in OUTAGE_PHASES:
+        m.issue(rec, now)  # e.g. "on" re-issued after a restart in Rebooting
+        return
+    if ctx.quiet(now):
+        m.hold(
+            rec,
+            "FenceSkippedQuietPeriod",
+            "operator just started: no fencing during the quiet period",
+        )
+        return
+    if self_fence_proven(rec, now, ctx.settings.self_fence_safety_margin):
+        ctx.event(
+            rec.name,
+            "SelfFenceProven",
+            "lease expired longer ago than the armed watchdog timeout plus the "
+            "safety margin: the agent has killed its VMs",
+        )
+        m.fire(rec, Trigger.SELF_FENCE_PROVEN, now, proof="self-fence")
+        return
+    if rec.held == "FenceSkippedQuietPeriod":
+        rec.held = None
+    _escalate(m, rec, now)
+    m.issue(rec, now)
+
+
+def _escalate(m: HostMachine, rec: HostRecord, now: float) -> None:
+    ctx = m.ctx
+    phase = rec.phase
+    if phase is Phase.CONNECTING:
+        assert rec.outage_start is not None  # _repair
+        if now >= rec.outage_start + ctx.settings.grace(ctx.vm_count(rec.name)):
+            m.fire(rec, Trigger.GRACE_OVER, now)
+    elif phase is Phase.SOFT_FENCING:
+        if rec.step == "soft-fence-wait":
+            assert rec.step_since is not None  # _repair
+            if now >= rec.step_since + ctx.settings.soft_fence_timeout:
+                ctx.event(
+                    rec.name,
+                    "SoftFenceFailed",
+                    f"no heartbeat {ctx.settings.soft_fence_timeout:g}s after the soft fence",
+                    "Warning",
+                )
+                m.fire(rec, Trigger.SOFT_FENCE_TIMEOUT, now)
+        elif rec.step is None:
+            m.restart_soft_fencing(rec, now)
+    elif phase is Phase.NON_RESPONSIVE:
+        if not ctx.levels(rec.name):
+            m.fire(rec, Trigger.NO_POWER_MANAGEMENT, now)
+            return
+        hold = ctx.fence_hold(rec, now)
+        if hold is None:
+            m.fire(rec, Trigger.FENCE_ALLOWED, now)
+        else:
+            m.hold(rec, *hold)
+    elif phase is Phase.FENCING:
+        if rec.step is None:
+            m.start_level(rec, now)
+    elif phase is Phase.ISOLATED and rec.next_retry is not None and now >= rec.next_retry:
+        hold = ctx.fence_hold(rec, now)
+        if hold is None:
+            m.fire(rec, Trigger.RETRY_DUE, now)
+        else:
+            m.hold(rec, *hold)
