@@ -181,7 +181,7 @@ class World:
             return live
         return self.ops[host][0] if self.ops[host] else "bogus"
 
-    def run(self, dt: int, s: tuple[Any, ...]) -> None:  # noqa: C901 - one branch per kind
+    def run(self, dt: int, s: tuple[Any, ...]) -> None:
         self.now += dt
         kind = s[0]
         if kind == "lease":
