@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from hafence.api.fenceagent import FenceAgentSpec
-from hafence.fencing.protocol import Credentials
+from hafence.fencing.protocol import Credentials, SSHTarget
 from hafence.lab.bmc import BmcFarm
+from hafence.lab.sshd import Sshd
 
 USER = "admin"
 PASSWORD = "Sup3r-s3cret-pw"  # tests assert this never shows up in messages
@@ -35,3 +36,18 @@ def spec(type_: str, port: int, **extra: object) -> FenceAgentSpec:
         body["options"] = "lanplus=yes"
     body.update(extra)
     return FenceAgentSpec.model_validate(body)
+
+
+@pytest.fixture
+def sshd() -> Iterator[Sshd]:
+    with Sshd() as server:
+        yield server
+
+
+def ssh_target(server: Sshd, **overrides: object) -> SSHTarget:
+    values: dict[str, object] = {
+        "address": "127.0.0.1", "port": server.port, "user": server.user,
+        "private_key": server.client_key, "host_key": server.host_key,
+    }
+    values.update(overrides)
+    return SSHTarget(**values)  # type: ignore[arg-type]
