@@ -208,6 +208,19 @@ class Lab:
             return True
 
         self.wait_for("CRDs established", established, 60)
+        api = self.api
+
+        def servable() -> bool:
+            # Established is not yet listable: the new storage answers 429 for a moment,
+            # and an operator started then begins with a failed list.
+            try:
+                for kind in KINDS:
+                    api.list(kind.kind, "default")
+            except KubeError:
+                return False
+            return True
+
+        self.wait_for("the new kinds served", servable, 30)
 
     def _apply(self, objects: list[dict[str, Any]]) -> None:
         assert self.api is not None
