@@ -4,7 +4,7 @@
                                   [--scenario NAME ...] [--json FILE]
 
 Runs each scenario ``--runs`` times in one lab per profile (5 virtual hosts, so that
-rack-failure fits) and prints, per scenario, the median and min–max of each step:
+rack-failure fits) and prints, per scenario, the median and min-max of each step:
 
     detection            fault → the host seen Connecting
     grace                Connecting → SoftFencing (the configured connecting grace)
@@ -59,7 +59,7 @@ def _stat(values: list[float]) -> str:
     med = statistics.median(values)
     if len(values) == 1:
         return f"{med:.2f}"
-    return f"{med:.2f} ({min(values):.2f}–{max(values):.2f})"
+    return f"{med:.2f} ({min(values):.2f}..{max(values):.2f})"
 
 
 def table(title: str, results: list[ScenarioResult], key: str) -> str:
@@ -78,7 +78,7 @@ def table(title: str, results: list[ScenarioResult], key: str) -> str:
         rows.append(row)
     head = ["scenario", "ok", *(LABELS[s] for s in STEPS)]
     widths = [max(len(c) for c in col) for col in zip(head, *rows, strict=False)]
-    out = [f"{title} (seconds: median (min–max))"]
+    out = [f"{title} (seconds: median (min-max))"]
     out.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -119,8 +119,10 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     scenarios = args.scenario or list(ORDER)
     profiles = ["lab", "production"] if args.profile == "both" else [args.profile]
-    print(f"# bench/ttr.py — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(
+        f"# bench/ttr.py — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
     print(f"# command: bench/ttr.py {' '.join(argv)}".rstrip())
     dump: dict[str, Any] = {}
     for profile in profiles:
@@ -130,9 +132,11 @@ def main(argv: list[str]) -> int:
             print(f"\n{profile}: the lab failed: {exc}")
             return 1
         pol = lab.policy
-        print(f"\n## profile {profile}: agent lease {lab.config.agent_lease}s, connecting "
-              f"grace {pol.connecting_grace:g}s (+{pol.connecting_grace_per_vm:g}/VM, max "
-              f"{pol.connecting_grace_max:g}), soft fence timeout {pol.soft_fence_timeout:g}s")
+        print(
+            f"\n## profile {profile}: agent lease {lab.config.agent_lease}s, connecting "
+            f"grace {pol.connecting_grace:g}s (+{pol.connecting_grace_per_vm:g}/VM, max "
+            f"{pol.connecting_grace_max:g}), soft fence timeout {pol.soft_fence_timeout:g}s"
+        )
         print(table("time per step", results, "steps"))
         print()
         print(table("operator overhead beyond the configured timeouts", results, "overheads"))
