@@ -26,7 +26,7 @@ def test_there_are_scenarios_and_a_readme_lists_each() -> None:
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario_matches_golden_log(name: str) -> None:
-    sim = run_scenario(HERE / name / "cmds")
+    sim = run_scenario((HERE / name / "cmds").read_text())
     log = "".join(line + "\n" for line in sim.lines)
     golden = HERE / name / "expected.log"
     if REGOLD:

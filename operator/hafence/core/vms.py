@@ -27,6 +27,9 @@ class VMBook:
         # every change of VMRecord.host/holder: the scale target is 10,000 VMs).
         self._by_host: dict[str, set[str]] = {}
         self.wake = True  # something may have become placeable: schedule on next call
+        # Names of VMs that may be Pending (a superset, pruned by schedule): keeps the
+        # scheduler and the retries off the thousands of VMs that are simply running.
+        self.pending: set[str] = set()
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -67,6 +70,7 @@ class VMBook:
         if rec is None:
             rec = self.vms[name] = VMRecord(name=name, spec=spec)
             self.wake = True
+            self.pending.add(name)
             if status is not None and status.phase is not None:
                 restore_vm(rec, status)
                 self._index(rec)
@@ -90,6 +94,7 @@ class VMBook:
                 rec.unschedulable = None
                 self._dirty(rec)
         elif rec.phase in ("Down", "Pending", "Failed") and rec.host is None:
+            self.pending.add(rec.name)
             rec.phase = "Pending"
             rec.next_placement = now
             self.wake = True
@@ -98,6 +103,7 @@ class VMBook:
     def delete(self, name: str) -> str | None:
         rec = self.vms.pop(name, None)
         self.dirty.pop(name, None)
+        self.pending.discard(name)
         if rec is None:
             return None
         self._unindex(rec)
@@ -203,6 +209,7 @@ class VMBook:
             )
             if rec.spec.highly_available and rec.spec.run_strategy == "Always":
                 rec.phase = "Pending"
+                self.pending.add(rec.name)
                 rec.restart_pending = True
                 rec.next_placement = now
                 rec.attempts = 0
@@ -216,9 +223,19 @@ class VMBook:
     def retry_now(self, cluster: str, now: float) -> None:
         """Capacity appeared in ``cluster``: Pending VMs there try again now."""
         self.wake = True
-        for rec in self.vms.values():
-            if rec.phase == "Pending" and rec.cluster == cluster:
+        for rec in self._pending():
+            if rec.cluster == cluster:
                 rec.next_placement = now
+
+    def _pending(self) -> list[VMRecord]:
+        out = []
+        for name in sorted(self.pending):
+            rec = self.vms.get(name)
+            if rec is None or rec.phase != "Pending":
+                self.pending.discard(name)
+            else:
+                out.append(rec)
+        return out
 
     # ------------------------------------------------------------ scheduling
 
@@ -226,15 +243,14 @@ class VMBook:
         self.wake = False
         due = [
             v
-            for v in self.vms.values()
-            if v.phase == "Pending"
-            and v.spec.run_strategy == "Always"
+            for v in self._pending()
+            if v.spec.run_strategy == "Always"
             and (v.next_placement is None or v.next_placement <= now)
         ]
         if not due:
             return
         due.sort(key=lambda v: placement.priority_key(v.name, v.spec))
-        views = self._views(hosts)
+        views = self._views(hosts, {v.cluster for v in due})
         for rec in due:
             target, why = placement.choose_host(rec.spec, views.values(), only=rec.holder)
             if target is None:
@@ -284,23 +300,22 @@ class VMBook:
             rec.unschedulable = why
         self._dirty(rec)
 
-    def _views(self, hosts: Mapping[str, HostRecord]) -> dict[str, placement.HostView]:
-        used: dict[str, tuple[int, int, set[str]]] = {}
-        for v in self.vms.values():
-            for where in {v.host, v.holder}:
-                if where is None:
-                    continue
-                cpu, mem, groups = used.get(where, (0, 0, set()))
-                if v.spec.placement.anti_affinity_group is not None:
-                    groups.add(v.spec.placement.anti_affinity_group)
-                used[where] = (
-                    cpu + v.spec.resources.cpu,
-                    mem + v.spec.resources.memory_mi_b,
-                    groups,
-                )
+    def _views(
+        self, hosts: Mapping[str, HostRecord], clusters: set[str]
+    ) -> dict[str, placement.HostView]:
+        """Free capacity of the hosts of ``clusters``, from the VM-by-host index."""
         views = {}
         for h in hosts.values():
-            cpu, mem, groups = used.get(h.name, (0, 0, set()))
+            if h.spec.cluster not in clusters:
+                continue
+            cpu = mem = 0
+            groups: set[str] = set()
+            for name in self._by_host.get(h.name, ()):
+                v = self.vms[name]
+                cpu += v.spec.resources.cpu
+                mem += v.spec.resources.memory_mi_b
+                if v.spec.placement.anti_affinity_group is not None:
+                    groups.add(v.spec.placement.anti_affinity_group)
             views[h.name] = placement.HostView(
                 name=h.name,
                 cluster=h.spec.cluster,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable
-from pathlib import Path
 
 from hafence.api.confirmation import FenceConfirmationSpec, FenceConfirmationStatus
 from hafence.api.fenceagent import FenceAgentSpec
@@ -405,7 +404,8 @@ class Simulation:
         return "\n".join(self.lines) + "\n"
 
 
-def run_scenario(path: Path) -> Simulation:
-    sim = Simulation(parse_scenario(path.read_text()))
+def run_scenario(text: str) -> Simulation:
+    """Parse and run a scenario (the text of a ``cmds`` file); the caller reads files."""
+    sim = Simulation(parse_scenario(text))
     sim.run()
     return sim
