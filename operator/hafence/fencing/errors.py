@@ -10,6 +10,7 @@
     └── DeviceError        the device answered with an error (or a state we cannot read)
 
     HostKeyError(AuthFailed)  an SSH host key is unknown or does not match the pinned one
+    TLSError(AuthFailed)      a TLS certificate does not verify (Redfish without ssl_insecure)
 
 Messages never contain a password, a private key or a token: drivers build them from
 the agent's type and address and the device's reply, and scrub any credential they
@@ -34,6 +35,10 @@ class AuthFailed(FenceError):
 
 
 class HostKeyError(AuthFailed):
+    pass
+
+
+class TLSError(AuthFailed):
     pass
 
 

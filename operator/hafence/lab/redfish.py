@@ -1,0 +1,162 @@
+"""sushy-tools' Redfish emulator (fake systems driver) on loopback, over TLS.
+
+A generated self-signed certificate (SAN 127.0.0.1) serves HTTPS; HTTP basic auth
+uses a generated bcrypt htpasswd file.  The fake driver applies a power change 1-11 s
+after the request (random, like slow hardware); ``power_delay`` fixes that delay so
+tests and benchmarks are repeatable (``None`` keeps the emulator's own).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import bcrypt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+SYSTEM_UUID = "27946b59-9e44-4fa7-8e91-f3527a1ef094"
+
+_LAUNCHER = """
+import random, sys
+delay = sys.argv.pop(1)
+if delay != "default":
+    from sushy_tools.emulator.resources.systems import fakedriver
+    class _Fixed:
+        def randint(self, a, b):
+            return int(delay)
+    fakedriver.random = _Fixed()
+from sushy_tools.emulator.main import main
+sys.exit(main())
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def self_signed(cert: Path, key: Path) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hafence-redfish-emulator")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(private.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        ), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    key.chmod(0o600)
+
+
+class RedfishEmulator:
+    """``with RedfishEmulator(user, password) as rf:`` -> rf.port, rf.cert (CA file)."""
+
+    def __init__(self, username: str, password: str, *, power: str = "On",
+                 power_delay: int | None = 0, port: int | None = None) -> None:
+        self.username = username
+        self._password = password
+        self.power = power
+        self.power_delay = power_delay
+        self.port = port or _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="hafence-redfish-"))
+        self.cert = self.dir / "cert.pem"
+        self.key = self.dir / "key.pem"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def system_path(self) -> str:
+        return f"/redfish/v1/Systems/{SYSTEM_UUID}"
+
+    def start(self, timeout: float = 20.0) -> RedfishEmulator:
+        self_signed(self.cert, self.key)
+        htpasswd = self.dir / "htpasswd"
+        digest = bcrypt.hashpw(self._password.encode(), bcrypt.gensalt(rounds=4)).decode()
+        htpasswd.write_text(f"{self.username}:{digest}\n")
+        config = self.dir / "emulator.conf"
+        systems = [{"uuid": SYSTEM_UUID, "name": "host", "power_state": self.power,
+                    "external_notifier": False, "nics": []}]
+        config.write_text(
+            f"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n"
+            f"SUSHY_EMULATOR_LISTEN_PORT = {self.port}\n"
+            f"SUSHY_EMULATOR_SSL_CERT = {str(self.cert)!r}\n"
+            f"SUSHY_EMULATOR_SSL_KEY = {str(self.key)!r}\n"
+            f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}\n"
+            f"SUSHY_EMULATOR_FAKE_DRIVER = True\n"
+            f"SUSHY_EMULATOR_FAKE_SYSTEMS = {systems!r}\n"
+            f"EXTERNAL_NOTIFICATION_URL = 'http://127.0.0.1:9'\n"
+        )
+        delay = "default" if self.power_delay is None else str(self.power_delay)
+        log = open(self.dir / "emulator.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, delay, "--config", str(config), "--fake"],
+            stdout=log, stderr=log, start_new_session=True, cwd=self.dir,
+            env={**os.environ, "HOME": str(self.dir)},
+        )
+        log.close()
+        context = ssl.create_default_context(cafile=str(self.cert))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                text = (self.dir / "emulator.log").read_text(errors="replace")
+                self.stop()
+                raise RuntimeError(f"sushy-emulator exited at start: {text[-800:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/redfish/v1/", timeout=1, context=context)
+                return self
+            except urllib.error.HTTPError:
+                return self  # it answers (e.g. 401): up
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"sushy-emulator did not answer on {self.url} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(5)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedfishEmulator:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
