@@ -296,7 +296,8 @@ class Engine:
         if fencing >= self.settings.max_concurrent_fences:
             return (
                 "FenceDelayedConcurrency",
-                f"{fencing} fences running (max {self.settings.max_concurrent_fences})",
+                f"{fencing} fence(s) running, the most allowed at once "
+                f"({self.settings.max_concurrent_fences}): waiting for a free slot",
             )
         return None
 
