@@ -151,7 +151,12 @@ def main(argv: list[str]) -> int:
         api = load_api(args.kubeconfig, timeout=timeout)
         watch_api = load_api(args.kubeconfig, timeout=timeout)
     except Exception as exc:
-        print(f"hafence agent: --kubeconfig {args.kubeconfig!r}: {exc}", file=sys.stderr)
+        where = (
+            f"--kubeconfig {args.kubeconfig!r}"
+            if args.kubeconfig
+            else "no --kubeconfig, $KUBECONFIG or in-cluster config"
+        )
+        print(f"hafence agent: {where}: {exc}", file=sys.stderr)
         return 2
     drivers: dict[str, Driver] = {
         "process": ProcessDriver(state),

@@ -122,7 +122,10 @@ class Agent:
             # Armed before we can reach the API server: the previous agent declared the
             # watchdog in the lease, so the operator counts on it from its last renewal.
             silent = max(0.0, time.time() - float(cached.get("lastRenewal") or time.time()))
-            self.watchdog.arm(float(sf["watchdogTimeoutSeconds"]), time.monotonic() - silent)
+            try:
+                self.watchdog.arm(float(sf["watchdogTimeoutSeconds"]), time.monotonic() - silent)
+            except OSError as exc:
+                raise AgentError(str(exc)) from None
             log.info(
                 "self-fencing watchdog armed from the state dir (%ss, last renewal %.1fs ago)",
                 sf["watchdogTimeoutSeconds"],
@@ -143,7 +146,10 @@ class Agent:
             if self.watchdog.armed_timeout != float(sf.watchdog_timeout_seconds):
                 log.info("self-fencing watchdog armed: %ss", sf.watchdog_timeout_seconds)
             last = self._last_renewal if self._last_renewal is not None else time.monotonic()
-            self.watchdog.arm(float(sf.watchdog_timeout_seconds), last)
+            try:
+                self.watchdog.arm(float(sf.watchdog_timeout_seconds), last)
+            except OSError as exc:
+                raise AgentError(str(exc)) from None
         elif self.watchdog.armed_timeout is not None:
             log.info("self-fencing watchdog disarmed (Host spec.selfFencing.enabled is false)")
             self.watchdog.disarm()

@@ -89,7 +89,12 @@ class Watchdog:
         with self._lock:
             self.state.arm(timeout, last_renewal)
             if self._device_path and self._device is None:
-                self._device = os.open(self._device_path, os.O_WRONLY)
+                try:
+                    self._device = os.open(self._device_path, os.O_WRONLY)
+                except OSError as exc:
+                    raise OSError(
+                        f"--watchdog-device {self._device_path!r}: {exc.strerror or exc}"
+                    ) from None
 
     def disarm(self) -> None:
         with self._lock:
