@@ -7,9 +7,10 @@ from typing import Any
 from hafence.api.confirmation import FenceConfirmationSpec
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.api.host import HostSpec
-from hafence.api.vm import HAVirtualMachineSpec
+from hafence.api.vm import HAVirtualMachineSpec, HAVirtualMachineStatus
 from hafence.core import messages as m
 from hafence.core.engine import Engine
+from hafence.core.fencing_plan import AgentResult
 from hafence.core.policy import Settings
 
 LEASE = 10.0
@@ -107,3 +108,37 @@ class Rig:
 
     def reasons(self, name: str | None = None) -> list[str]:
         return [a.reason for a in self.of(m.EmitEvent) if name is None or a.name == name]
+
+
+def cluster(rig: Rig, n: int = 3, **spec: object) -> None:
+    for i in range(1, n + 1):
+        rig.host(f"h{i}", **spec)  # type: ignore[arg-type]
+        rig.lease(f"h{i}", 0.0)
+
+
+def keep_alive(rig: Rig, end: float, hosts: list[str]) -> None:
+    """Advance to ``end``, renewing the given hosts' leases every 3 s."""
+    t = rig.now
+    while t < end:
+        t += 1
+        for h in hosts:
+            if int(t) % 3 == 0:
+                rig.lease(h, t)
+        rig.tick(t)
+
+
+def place(rig: Rig, vm: str, host: str, **spec: object) -> None:
+    status = HAVirtualMachineStatus(phase="Running", host=host, placement_epoch=1, last_host=host)
+    rig.feed(m.VMObserved(rig.now, vm, vm_spec(**spec), status))  # type: ignore[arg-type]
+
+
+def last(rig: Rig, kind: type) -> object:
+    return rig.of(kind)[-1]
+
+
+def answer(rig: Rig, action: m.RunFenceStep, power: str) -> None:
+    rig.feed(
+        m.FenceStepResult(
+            rig.now, action.host, action.op_id, {a: AgentResult(power) for a in action.agents}
+        )
+    )  # type: ignore[arg-type]

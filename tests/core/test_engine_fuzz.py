@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from core_helpers import agent_spec, confirmation, host_spec, vm_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,7 @@ from hafence.core.engine import Engine
 from hafence.core.fencing_plan import AgentResult
 from hafence.core.policy import ClusterPolicy, Settings
 from hafence.core.transitions import RELEASED_PHASES, Phase
+from tests.core.core_helpers import agent_spec, confirmation, host_spec, vm_spec
 
 HOSTS = ("h1", "h2", "h3")
 AGENTS = {"h1": [("h1-a", 1), ("h1-b", 1), ("h1-c", 2)], "h2": [("h2-a", 1)], "h3": []}

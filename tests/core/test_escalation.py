@@ -2,46 +2,9 @@
 
 from __future__ import annotations
 
-from core_helpers import LEASE, Rig, vm_spec
-
-from hafence.api.vm import HAVirtualMachineStatus
 from hafence.core import messages as m
-from hafence.core.fencing_plan import AgentResult
 from hafence.core.transitions import Phase
-
-
-def cluster(rig: Rig, n: int = 3, **spec: object) -> None:
-    for i in range(1, n + 1):
-        rig.host(f"h{i}", **spec)  # type: ignore[arg-type]
-        rig.lease(f"h{i}", 0.0)
-
-
-def keep_alive(rig: Rig, end: float, hosts: list[str]) -> None:
-    """Advance to ``end``, renewing the given hosts' leases every 3 s."""
-    t = rig.now
-    while t < end:
-        t += 1
-        for h in hosts:
-            if int(t) % 3 == 0:
-                rig.lease(h, t)
-        rig.tick(t)
-
-
-def place(rig: Rig, vm: str, host: str, **spec: object) -> None:
-    status = HAVirtualMachineStatus(phase="Running", host=host, placement_epoch=1, last_host=host)
-    rig.feed(m.VMObserved(rig.now, vm, vm_spec(**spec), status))  # type: ignore[arg-type]
-
-
-def last(rig: Rig, kind: type) -> object:
-    return rig.of(kind)[-1]
-
-
-def answer(rig: Rig, action: m.RunFenceStep, power: str) -> None:
-    rig.feed(
-        m.FenceStepResult(
-            rig.now, action.host, action.op_id, {a: AgentResult(power) for a in action.agents}
-        )
-    )  # type: ignore[arg-type]
+from tests.core.core_helpers import LEASE, Rig, answer, cluster, keep_alive, last, place
 
 
 def test_full_escalation_to_restart_elsewhere() -> None:

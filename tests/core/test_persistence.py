@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from core_helpers import Rig, vm_spec
-from test_escalation import answer, cluster, keep_alive, last, place
-
 from hafence.api.host import HostStatus
 from hafence.api.vm import HAVirtualMachineStatus
 from hafence.core import messages as m
 from hafence.core.persist import host_status, to_datetime, to_seconds
 from hafence.core.policy import Settings
 from hafence.core.transitions import Phase
+from tests.core.core_helpers import (
+    Rig,
+    agent_spec,
+    answer,
+    cluster,
+    keep_alive,
+    last,
+    place,
+    vm_spec,
+)
 
 
 def latest_status(rig: Rig, host: str) -> HostStatus:
@@ -33,8 +40,6 @@ def restart(old: Rig, quiet: float = 20.0) -> Rig:
         rig.feed(m.HostObserved(rig.now, name, rec.spec, rec.labels, status))
         for agent in old.engine.agents.values():
             if agent.host == name:
-                from core_helpers import agent_spec
-
                 rig.feed(m.FenceAgentObserved(rig.now, agent.name, agent_spec(name, agent.order)))
     for name, vm in old.engine.vms.items():
         writes = [w for w in old.of(m.WriteVMStatus) if w.vm == name]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from core_helpers import vm_spec
-
 from hafence.core.placement import HostView, choose_host, priority_key
+from tests.core.core_helpers import vm_spec
 
 
 def view(

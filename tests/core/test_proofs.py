@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from core_helpers import LEASE, Rig, confirmation
-from test_escalation import answer, cluster, keep_alive, last, place
-
 from hafence.api.confirmation import FenceConfirmationStatus
 from hafence.core import messages as m
 from hafence.core.transitions import Phase
+from tests.core.core_helpers import (
+    LEASE,
+    Rig,
+    answer,
+    cluster,
+    confirmation,
+    keep_alive,
+    last,
+    place,
+)
 
 
 def isolate(rig: Rig) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from core_helpers import Rig, vm_spec
-from test_escalation import cluster, keep_alive
-
 from hafence.api.vm import RuntimeStatus
 from hafence.core import messages as m
+from tests.core.core_helpers import Rig, cluster, keep_alive, vm_spec
 
 
 def test_unschedulable_vm_follows_the_retry_schedule_and_is_placed_when_capacity_appears() -> None:

@@ -73,7 +73,7 @@ class Engine:
         """The earliest time after ``now`` at which ``tick`` may have something to do (for
         shells that sleep between ticks); None when only an input can change anything.
         Ticking every second regardless is fine too."""
-        times: list[float] = []
+        times: list[float] = list(self._settling.values())
         if self.quiet_until is not None:
             times.append(self.quiet_until)
         for h in self.hosts.values():
