@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,6 +71,7 @@ async def make_elector(kubeconfig: str, namespace: str) -> AsyncIterator[Elector
     factory = ElectorFactory(kubeconfig, namespace)
     yield factory
     for elector, api in factory.made:
-        with contextlib.suppress(Exception):
+        # Bounded: a teardown that hangs would hide which elector did not stop.
+        async with asyncio.timeout(15):
             await elector.stop(release=False)
         api.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -215,10 +216,10 @@ async def test_leader_keeps_renewing_while_the_default_executor_is_saturated(
         await a.wait_until_leader()
 
     # Every default worker thread blocked for longer than the renew deadline, as a
-    # storm of slow blocking calls (fence agents, status writes) would do.
-    loop = asyncio.get_running_loop()
-    workers = loop._default_executor._max_workers if loop._default_executor else 32  # type: ignore[attr-defined]
-    blockers = [asyncio.to_thread(time.sleep, 2 * a.renew_deadline) for _ in range(workers + 4)]
+    # storm of slow blocking calls (fence agents, status writes) would do.  The
+    # default executor has ThreadPoolExecutor's default size.
+    workers = min(32, (os.cpu_count() or 1) + 4)
+    blockers = [asyncio.to_thread(time.sleep, 2 * a.renew_deadline) for _ in range(workers)]
     await asyncio.gather(*blockers)
     assert a.is_leader and stopped == []
 
