@@ -177,6 +177,7 @@ def main(argv: list[str]) -> int:
         print(f"hafence lab: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
     results: list[ScenarioResult] = []
     try:
         with Lab(config) as lab:
