@@ -146,6 +146,14 @@ def test_bmc_power_acts_on_the_virtual_host(
     assert new_boot == dc.hosts["hv-1"].boot_id
     assert dc.hosts["hv-1"].bmc.action_names == ["off", "on"]
 
+    agent = dc.hosts["hv-1"].agent
+    _ipmitool(dc, "hv-1", "chassis", "power", "reset")  # a hard reset is a reboot too
+    assert agent is not None and agent.poll() is not None
+    wait_for(
+        lambda: (b := _boot_id(api, namespace, "hv-1")) not in (first_boot, new_boot) and b,
+        what="a lease with a third boot ID",
+    )
+
 
 def _ssh(dc: Datacenter, host: str, command: str) -> tuple[int, str]:
     h = dc.hosts[host]

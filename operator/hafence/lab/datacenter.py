@@ -250,6 +250,10 @@ class Datacenter:
                 power="on",
                 on_power_change=functools.partial(self._power_changed, name),
             )
+            # A power cycle or hard reset reboots the host; the simulator changes no
+            # power state for them, so the host is told here.
+            for action in ("power_cycle", "power_reset"):
+                setattr(bmc, action, functools.partial(self._reboot, name, getattr(bmc, action)))
             host = VirtualHost(name, rack, hdir, fwd, bmc, password, new_key())
             host.bin_dir.mkdir()
             host.state_dir.mkdir()
@@ -352,6 +356,11 @@ class Datacenter:
                 self._start_agent(host, new_boot=True)
                 self._sync_reachable(host)
                 self.notify("power", name, f"powered on: agent booting, boot ID {host.boot_id[:8]}")
+
+    def _reboot(self, name: str, record: Callable[[], None]) -> None:
+        record()
+        self._power_changed(name, "off")
+        self._power_changed(name, "on")
 
     def _sync_reachable(self, host: VirtualHost) -> None:
         marker = host.dir / "unreachable"
