@@ -99,6 +99,7 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.latency = 0.0  # seconds added to every request (client -> server data)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -112,19 +113,21 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # idle watches are not dead connections
             with self._lock:
                 if self._closed:
                     client.close()
                     upstream.close()
                     return
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, slow in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, slow), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
         try:
             while data := src.recv(65536):
+                if slow and self.latency:
+                    time.sleep(self.latency)
                 dst.sendall(data)
         except OSError:
             pass

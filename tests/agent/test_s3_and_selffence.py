@@ -135,3 +135,29 @@ def test_self_fence_kills_vms_after_watchdog_timeout(
     new = running_pid(api, namespace, "vm2", epoch=2)
     assert new not in pids
     assert runtime(api, namespace, "vm1")["state"] == "Failed"
+
+
+def test_slow_api_at_start_never_stops_vms_placed_here(
+    api: Api,
+    namespace: str,
+    start_agent: Callable[..., AgentProc],
+    proxied_kubeconfig: tuple[str, TcpProxy],
+) -> None:
+    """Before its first list the agent knows no placement at all: an empty cache must
+    not read as "placed nowhere" (or a slow API server would stop every adopted VM)."""
+    path, proxy = proxied_kubeconfig
+    make_host(api, namespace, "h1")
+    first = start_agent("h1", namespace)
+    make_vm(api, namespace, "vm1", [SLEEP, "300"], host="h1")
+    pid = running_pid(api, namespace, "vm1")
+    first.stop()
+    proxy.latency = 0.6  # each request slower than several reconcile polls (0.2 s)
+    since = time.time()
+    second = start_agent("h1", namespace, state_dir=first.state_dir, kubeconfig_path=path)
+
+    def still_running() -> None:
+        assert pid_alive(pid), second.log_text()
+
+    first_ready_after(api, namespace, "h1", since, still_running)
+    assert f"stopping {namespace}/vm1" not in second.log_text()
+    assert runtime(api, namespace, "vm1")["restarts"] == 0

@@ -98,6 +98,9 @@ class Agent:
         self._last_renewal: float | None = None
         self._host_read_at = 0.0
         self._sweep_failing = False
+        # No placement is known before the first list: an empty cache then means
+        # "don't know", not "placed nowhere", and nothing may be stopped on it.
+        self._synced = False
 
     # -- start-up ---------------------------------------------------------------------
     def adopt(self) -> None:
@@ -209,6 +212,7 @@ class Agent:
         parse (resourceVersions are otherwise opaque).
         """
         if kind == "snapshot":
+            self._synced = True
             list_rv = _rv_int(payload)
             fresh = {vm_key(o): o for o in payload.get("items", [])}
             for key, old in self.cache.items():
@@ -288,6 +292,8 @@ class Agent:
 
     async def reconcile(self, *, may_start: bool) -> None:
         async with self._pass_lock:
+            if not self._synced:
+                return
             placed = {
                 k: Placed.from_object(o, self.cfg.host)
                 for k, o in self.cache.items()
