@@ -37,6 +37,7 @@ demo: setup
 
 crds: $(SETUP_STAMP)
 	$(BIN)/hafence crds --output crds
+	$(BIN)/python hack/sync_generated.py
 
 lint: $(SETUP_STAMP)
 	$(BIN)/ruff check operator tests bench

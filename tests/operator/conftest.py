@@ -22,7 +22,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from hafence.api.lease import lease_annotations, lease_body
-from hafence.kube import Api
+from hafence.kube import Api, load_api
 from hafence.lab.controlplane import free_port
 
 T = TypeVar("T")
@@ -41,6 +41,17 @@ def wait_for(fn: Callable[[], T | None], timeout: float = 60, what: str = "") ->
             return last
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what or fn}: last {last!r}")
+
+
+def dump(api: Api, namespace: str) -> str:
+    """Hosts' and VMs' status and the Events: printed when a test fails."""
+    lines = []
+    for kind in ("Host", "HAVirtualMachine", "FenceConfirmation"):
+        for obj in api.list(kind, namespace)["items"]:
+            lines.append(f"{kind} {obj['metadata']['name']}: {obj.get('status')}")
+    for ev in api.core.list_namespaced_event(namespace).items:
+        lines.append(f"event {ev.involved_object.name} {ev.reason}: {ev.message}")
+    return "\n".join(lines)
 
 
 class Heartbeats:
@@ -169,6 +180,7 @@ def start_operator(
         return op
 
     yield start
+    print(dump(load_api(kubeconfig), namespace))
     for op in procs:
         op.stop("kill")
         print(f"---- {op.log.name}\n{op.output()[-20000:]}")  # shown when a test fails
