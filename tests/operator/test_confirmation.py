@@ -63,6 +63,11 @@ def test_isolated_host_waits_for_the_annotation(
         lambda: status(api, "Host", namespace, victim).get("phase") == "Isolated",
         what=f"{victim} Isolated",
     )
+    available = {c["type"]: c for c in status(api, "Host", namespace, victim)["conditions"]}
+    assert available["Available"]["status"] == "False"
+    assert available["Available"]["reason"] == "Isolated"
+    assert available["Available"]["lastTransitionTime"]
+    assert available["Available"]["observedGeneration"] == 1
     # S1: heartbeat loss alone never moves a VM.
     vm_status = status(api, "HAVirtualMachine", namespace, "vm1")
     assert vm_status["host"] == victim

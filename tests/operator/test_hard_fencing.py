@@ -85,7 +85,7 @@ def test_network_cut_with_working_bmc(
     scratch_host = placed(api, namespace, "scratch")
 
     heartbeats.stop(victim)  # network cut: the BMC still answers
-    other = moved_off(api, namespace, victim)
+    moved_off(api, namespace, victim)
     st = status(api, "Host", namespace, victim)
     assert st["phase"] in ("Rebooting", "Up"), st
     # off, then on again (oVirt's restart): never a blind "reboot" command.

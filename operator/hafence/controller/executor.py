@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -259,7 +260,11 @@ class Executor:
         self, kind: str, name: str, status: BaseModel, resource_version: str | None = None
     ) -> dict[str, Any] | None:
         self.elector.check()
-        patch = {"status": _status_patch(status)}
+        body = _status_patch(status)
+        current = self.cache.get(kind, self.namespace, name)
+        if current is not None:
+            _stamp(body, current, kind)
+        patch = {"status": body}
         try:
             obj = await asyncio.to_thread(
                 self.api.patch,
@@ -322,6 +327,37 @@ def _status_patch(status: BaseModel) -> dict[str, Any]:
     body: dict[str, Any] = status.model_dump(by_alias=True, mode="json")
     body.pop("runtime", None)
     return body
+
+
+def _stamp(body: dict[str, Any], current: Mapping[str, Any], kind: str) -> None:
+    """Kubernetes' condition conventions, which only the shell can keep: the generation
+    this status was computed from, and ``lastTransitionTime`` kept while a condition's
+    status stays the same (the core has no clock of its own to remember it by)."""
+    generation = current.get("metadata", {}).get("generation")
+    if "observedGeneration" in body:
+        body["observedGeneration"] = generation
+    conditions = body.get("conditions")
+    if kind == "Host" and isinstance(conditions, list) and body.get("phase"):
+        phase = body["phase"]
+        conditions.append(
+            {
+                "type": "Available",
+                "status": "True" if phase == "Up" else "False",
+                "reason": phase,
+                "message": f"host is {phase}",
+            }
+        )
+    if not isinstance(conditions, list):
+        return
+    previous = {c.get("type"): c for c in (current.get("status") or {}).get("conditions", [])}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for condition in conditions:
+        before = previous.get(condition.get("type"))
+        if before is not None and before.get("status") == condition.get("status"):
+            condition["lastTransitionTime"] = before.get("lastTransitionTime") or now
+        else:
+            condition["lastTransitionTime"] = now
+        condition["observedGeneration"] = generation
 
 
 def _action(operation: str) -> Any:
