@@ -88,12 +88,6 @@ def operator_process(
                 proc.wait()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/main.py _kopf_login reads api_key['authorization'], but the "
-    "kubernetes client stores tokens under 'BearerToken': with a token (in-cluster, "
-    "or this kubeconfig) kopf connects as system:anonymous and every watch is refused",
-)
 def test_operator_runs_with_only_its_service_account_rights(
     api: Api,
     namespace: str,
