@@ -11,6 +11,7 @@
 
     HostKeyError(AuthFailed)  an SSH host key is unknown or does not match the pinned one
     TLSError(AuthFailed)      a TLS certificate does not verify (Redfish without ssl_insecure)
+    ConfigError(Unsupported)  a referenced Secret, key or FenceAgent is missing or invalid
 
 Messages never contain a password, a private key or a token: drivers build them from
 the agent's type and address and the device's reply, and scrub any credential they
@@ -47,6 +48,10 @@ class TimedOut(FenceError):
 
 
 class Unsupported(FenceError):
+    pass
+
+
+class ConfigError(Unsupported):
     pass
 
 

@@ -1,34 +1,37 @@
 """Native IPMI 2.0 (lanplus) driver on pyghmi: ipmilan and the oVirt types built on it.
 
-pyghmi is synchronous and keeps its own retry timers; every call runs in a thread
-under our own hard timeout (:func:`hafence.fencing.protocol.bounded`), so a silent
-BMC costs the configured timeout, not pyghmi's default.
+Each operation runs pyghmi in a short-lived worker process (see
+:mod:`hafence.fencing.ipmi_worker` for why not a thread), fed its request — password
+included — on stdin, and killed at our timeout: a silent BMC costs the configured
+timeout, not pyghmi's default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+import json
+import os
+import signal
+import sys
 from collections.abc import Mapping
 from typing import Any, Literal
-
-from pyghmi import exceptions as pyghmi_exc
-from pyghmi.ipmi import command as ipmi_command
-from pyghmi.ipmi.private import session as ipmisession
 
 from hafence.fencing.errors import (
     AuthFailed,
     DeviceError,
     FenceError,
+    TimedOut,
     Unreachable,
     Unsupported,
     scrub,
 )
 from hafence.fencing.protocol import BaseDriver, Credentials, DriverSettings, PowerState
 
-_SESSION_LOCK = threading.Lock()
 PRIVILEGES = {"callback": 1, "user": 2, "operator": 3, "administrator": 4, "admin": 4}
+_ERRORS: dict[str, type[FenceError]] = {
+    "auth": AuthFailed, "unreachable": Unreachable, "device": DeviceError,
+}
 
 
 def privilege(options: Mapping[str, str]) -> int:
@@ -54,56 +57,49 @@ class IpmiDriver(BaseDriver):
         self.privlevel = privilege(options)
         self._credentials = credentials
 
-    def _error(self, exc: BaseException, what: str) -> FenceError:
-        text = scrub(str(exc), [self._credentials.password, self._credentials.username])
-        low = text.lower()
-        if "password" in low or "unauthorized" in low or "privilege" in low \
-                or "invalid" in low and "name" in low:
-            return AuthFailed(f"{self.name}: {what}: authentication failed: {text}")
-        if "timeout" in low or "timed out" in low or "no longer connected" in low \
-                or "logged out" in low:
-            return Unreachable(f"{self.name}: {what}: BMC does not answer ({text})")
-        return DeviceError(f"{self.name}: {what}: {text}")
-
-    def _command(self) -> Any:
-        creds = self._credentials
-        with _SESSION_LOCK:
-            # pyghmi keeps a finished login in initting_sessions and, on the next
-            # Command for the same BMC and user, marks it "logging" again and waits
-            # forever for that login to end.  One fresh session per operation avoids it.
-            ipmisession.Session.initting_sessions.pop(
-                (self.address, creds.username, creds.password, self.port, None), None
-            )
-            return ipmi_command.Command(
-                bmc=self.address, userid=creds.username, password=creds.password,
-                port=self.port, privlevel=self.privlevel, keepalive=False,
-            )
-
-    def _sync(self, action: str) -> dict[str, Any]:
-        cmd = None
+    async def _worker(self, action: str) -> dict[str, Any]:
+        request = json.dumps({
+            "address": self.address, "port": self.port, "privlevel": self.privlevel,
+            "username": self._credentials.username, "password": self._credentials.password,
+            "action": action,
+        }).encode()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hafence.fencing.ipmi_worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )
         try:
-            cmd = self._command()
-            if action == "status":
-                result: dict[str, Any] = cmd.get_power()
-            else:
-                result = cmd.set_power(action, wait=False)
+            out, err = await asyncio.wait_for(proc.communicate(request),
+                                              self.settings.timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
-                cmd.ipmi_session.logout()
-        except pyghmi_exc.PyghmiException as exc:
-            raise self._error(exc, action) from None
-        except OSError as exc:
-            raise Unreachable(f"{self.name}: {action}: {exc.strerror or exc}") from None
-        if "error" in result:
-            raise self._error(Exception(result["error"]), action)
-        return result
+                await asyncio.wait_for(proc.wait(), 5)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise TimedOut(f"{self.name}: {action}: no answer within "
+                           f"{self.settings.timeout:g}s") from None
+        try:
+            reply: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            detail = self._scrub(err.decode(errors="replace"))[-300:]
+            raise DeviceError(f"{self.name}: {action}: IPMI worker failed: {detail}") from None
+        if "error" in reply:
+            cls = _ERRORS.get(reply["error"], DeviceError)
+            text = self._scrub(str(reply.get("message", "")))
+            prefix = "authentication failed: " if cls is AuthFailed else ""
+            raise cls(f"{self.name}: {action}: {prefix}{text}")
+        return reply
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, [self._credentials.password])
 
     async def _get(self) -> PowerState:
-        result = await asyncio.to_thread(self._sync, "status")
-        state = result.get("powerstate")
+        state = (await self._worker("status")).get("powerstate")
         if state in ("on", "off"):
             return "on" if state == "on" else "off"
         raise DeviceError(f"{self.name}: status: unexpected power state {state!r}")
 
     async def _set(self, state: Literal["on", "off"]) -> None:
-        await asyncio.to_thread(self._sync, state)
-
+        await self._worker(state)

@@ -16,6 +16,7 @@ they do against real BMCs that lack SHA-256.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ import pyghmi.ipmi.bmc as pyghmi_bmc
 import pyghmi.ipmi.private.serversession as serversession
 import pyghmi.ipmi.private.session as ipmisession
 
+log = logging.getLogger(__name__)
 PowerCallback = Callable[[str], None]
 
 _SHA1 = 1  # RMCP+ authentication and integrity algorithm numbers for HMAC-SHA1(-96)
@@ -52,6 +54,10 @@ class _Session(serversession.ServerSession):
             return
         super().process_pktqueue()
 
+    def sessionless_data(self, data: Any, sockaddr: Any) -> None:
+        # pyghmi routes a new client on a reused source port here; the BMC handles it.
+        self.bmc.sessionless_data(data, sockaddr)
+
 
 @dataclass
 class Action:
@@ -63,7 +69,9 @@ class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
     def __init__(self, name: str, port: int, users: dict[str, str], power: str = "on",
                  on_power_change: PowerCallback | None = None,
                  power_delay: float = 0.0) -> None:
+        _ensure_anchor()
         super().__init__(users, port=port, address="127.0.0.1")
+        _wake_io_thread()  # so the I/O thread's select() includes the new socket
         self.name = name
         self.power = power
         self.on_power_change = on_power_change
@@ -141,19 +149,48 @@ class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
 
     def close(self) -> None:
         sock = self.serversocket
-        ipmisession.Session.bmc_handlers.pop(sock, None)
+        handlers = ipmisession.Session.bmc_handlers
+        handlers.pop(sock, None)
+        for clientaddr, by_port in list(handlers.items()):
+            if isinstance(by_port, dict) and getattr(by_port.get(self.port), "bmc",
+                                                     None) is self:
+                del by_port[self.port]
+                if not by_port:
+                    handlers.pop(clientaddr, None)
         if sock in ipmisession.iosockets:
             ipmisession.iosockets.remove(sock)
             # pyghmi's I/O thread may be inside select() on this socket: wake it so
             # it re-reads the socket list before the descriptor goes away.
-            if ipmisession.iosockets:
-                wake = ipmisession.iosockets[0]
-                try:
-                    wake.sendto(b"\x01", (ipmisession.myself, wake.getsockname()[1]))
-                except OSError:
-                    pass
-                time.sleep(0.05)
+            _wake_io_thread()
+            time.sleep(0.05)
         sock.close()
+
+
+def _ensure_anchor() -> None:
+    """Keep a never-closed loopback socket first in pyghmi's socket list.
+
+    pyghmi wakes its I/O thread by sending a byte to ``iosockets[0]``; if that is a
+    BMC socket added after the thread entered select(), or one since closed, the
+    wake-up is lost and every BMC in the process goes deaf.  An anchor socket that
+    outlives all farms keeps the wake-up working.
+    """
+    if ipmisession.iosockets:
+        return
+    if ipmisession.myself is None:
+        ipmisession.myself = "127.0.0.1"
+    family = socket.AF_INET6 if ":" in ipmisession.myself else socket.AF_INET
+    anchor = socket.socket(family, socket.SOCK_DGRAM)
+    anchor.bind((ipmisession.myself, 0))
+    ipmisession.iosockets.append(anchor)
+
+
+def _wake_io_thread() -> None:
+    if ipmisession.iosockets:
+        wake = ipmisession.iosockets[0]
+        try:
+            wake.sendto(b"\x01", (ipmisession.myself, wake.getsockname()[1]))
+        except OSError:
+            pass
 
 
 def free_udp_port() -> int:
@@ -190,7 +227,10 @@ class BmcFarm:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            ipmisession.Session.wait_for_rsp(0.2)
+            try:
+                ipmisession.Session.wait_for_rsp(0.2)
+            except Exception:  # one malformed exchange must not stop every BMC
+                log.exception("simulated BMC farm: error while serving")
 
     def close(self) -> None:
         self._stop.set()
