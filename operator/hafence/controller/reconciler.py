@@ -61,6 +61,7 @@ class Reconciler:
         # True from the end of the rebuild after gaining leadership until it is lost:
         # watch events feed engines only then (before, the rebuild sees them anyway).
         self._active = False
+        self._recovering: dict[tuple[str, str], float] = {}
 
     # -- inputs from the watches ---------------------------------------------------
     async def observe(self, kind: str, obj: dict[str, Any], deleted: bool = False) -> None:
@@ -91,12 +92,28 @@ class Reconciler:
         await self.feed(namespace, [inp])
 
     async def _run(self, namespace: str, actions: list[m.Action]) -> None:
+        self._measure_recovery(namespace, actions)
         if actions:
             try:
                 await self.executors[namespace].run(actions)
             except NotLeader as exc:
                 log.error("lost leadership while acting in %s: %s", namespace, exc)
                 self._wake.set()
+
+    def _measure_recovery(self, namespace: str, actions: list[m.Action]) -> None:
+        """hafence_vm_recovery_seconds: from the fault (the outage start of the host that
+        released the VM) to the VM reported Running again."""
+        engine = self.engines.get(namespace)
+        for action in actions:
+            if isinstance(action, m.ReleaseVMs) and engine is not None:
+                host = engine.hosts.get(action.host)
+                if host is not None and host.outage_start is not None:
+                    for vm in action.vms:
+                        self._recovering[(namespace, vm)] = host.outage_start
+            elif isinstance(action, m.WriteVMStatus) and action.status.phase == "Running":
+                started = self._recovering.pop((namespace, action.vm), None)
+                if started is not None:
+                    self.metrics.vm_recovered(max(time.time() - started, 0.0))
 
     def _lock(self, namespace: str) -> asyncio.Lock:
         return self._locks.setdefault(namespace, asyncio.Lock())
