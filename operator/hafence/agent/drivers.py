@@ -12,6 +12,10 @@ from typing import Protocol
 
 from hafence.api.vm import Runtime
 
+# LocalVM.extra keys
+FENCED = "fenced"  # why the self-fencing watchdog killed it
+BOOT_ID = "bootID"  # the boot the VM was started in
+
 
 class StartError(RuntimeError):
     """The VM could not be started; the message is meant for status.runtime.message."""

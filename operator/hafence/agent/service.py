@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from hafence import __version__
-from hafence.agent.drivers import Driver, LocalVM, Observed, StartError
+from hafence.agent.drivers import Driver, LocalVM, StartError
 from hafence.agent.heartbeat import LeaseWriter
+from hafence.agent.localvms import LocalVMs
+from hafence.agent.placement import PlacementCache
 from hafence.agent.state import StateDir
-from hafence.agent.vms import Placed, Reconciler, RestartPolicy, vm_key
+from hafence.agent.vms import Placed, Reconciler, RestartPolicy
 from hafence.agent.watchdog import Watchdog
 from hafence.agent.watcher import KIND, VMWatcher
 from hafence.api.host import HostSpec, SelfFencing
@@ -61,13 +62,6 @@ def _norm(report: dict[str, Any] | Any) -> dict[str, Any]:
     return {k: v for k, v in report.items() if v is not None and k != "updatedTime"}
 
 
-def _rv_int(obj: dict[str, Any]) -> int | None:
-    try:
-        return int((obj.get("metadata") or {}).get("resourceVersion", ""))
-    except ValueError:
-        return None
-
-
 class Agent:
     def __init__(
         self, cfg: AgentConfig, api: Api, watch_api: Api, drivers: dict[str, Driver]
@@ -86,39 +80,22 @@ class Agent:
             lease_duration_seconds=cfg.lease_duration,
         )
         self.watchdog = Watchdog(self._self_fence, device=cfg.watchdog_device)
-        self.cache: dict[str, dict[str, Any]] = {}
-        self.local: dict[str, LocalVM] = {}
+        self.cache = PlacementCache()
+        self.local = LocalVMs(self.state, drivers, boot_id=cfg.boot_id, stop_grace=cfg.stop_grace)
         self.swept = False
         self.renewals = 0
         self._written: dict[str, dict[str, Any]] = {}
-        self._fence_lock = threading.Lock()  # shared with the watchdog thread
         self._pass_lock = asyncio.Lock()
         self._kick = asyncio.Event()
         self._stopping = asyncio.Event()
         self._last_renewal: float | None = None
         self._host_read_at = 0.0
         self._sweep_failing = False
-        # No placement is known before the first list: an empty cache then means
-        # "don't know", not "placed nowhere", and nothing may be stopped on it.
-        self._synced = False
 
     # -- start-up ---------------------------------------------------------------------
     def adopt(self) -> None:
-        self.state.ensure()
-        for vm in self.state.load_all():
-            if vm.driver not in self.drivers:
-                log.error("state record of %s names unknown driver %r; ignored", vm.key, vm.driver)
-                continue
-            booted = vm.extra.get("bootID")
-            if vm.driver == "process" and booted and booted != self.cfg.boot_id:
-                # Its process died with the previous boot: not a crash of the VM, and
-                # not something to stop.  Placement decides afresh whether it runs.
-                log.info("%s did not survive the reboot (boot %s); record dropped", vm.key, booted)
-                self.state.forget(vm.key)
-                continue
-            self.local[vm.key] = vm
-        if self.local:
-            log.info("adopted %d VM records from %s", len(self.local), self.cfg.state_dir)
+        if self.local.adopt():
+            log.info("adopted %d VM records from %s", len(self.local.vms), self.cfg.state_dir)
         cached = self.state.read_host()
         sf = cached.get("selfFencing") or {}
         if sf.get("enabled"):
@@ -205,104 +182,43 @@ class Agent:
 
     # -- the watch feed -------------------------------------------------------------
     def _on_watch(self, kind: str, payload: Any) -> None:
-        """Apply a list ("snapshot": the list object) or one watch event to the cache.
-
-        The sweep's list and the watcher's stream race each other; neither may roll an
-        object back.  etcd's revisions are integers, so they are compared when they
-        parse (resourceVersions are otherwise opaque).
-        """
-        if kind == "snapshot":
-            self._synced = True
-            list_rv = _rv_int(payload)
-            fresh = {vm_key(o): o for o in payload.get("items", [])}
-            for key, old in self.cache.items():
-                old_rv = _rv_int(old)
-                if list_rv is not None and old_rv is not None and old_rv > list_rv:
-                    fresh[key] = old  # seen on the watch after this list was taken
-            self.cache = fresh
-        else:
-            key = vm_key(payload)
-            prev = self.cache.get(key)
-            new_rv, old_rv = _rv_int(payload), (_rv_int(prev) if prev else None)
-            if old_rv is not None and new_rv is not None and new_rv < old_rv:
-                return
-            if kind == "DELETED":
-                self.cache.pop(key, None)
-            else:
-                self.cache[key] = payload
+        self.cache.apply(kind, payload)
         self._kick.set()
 
-    def _relevant(self, obj: dict[str, Any]) -> bool:
-        """Objects this host has to act or report on: placed here, running here, or
-        placed nowhere after running here.  The rest of the namespace is skipped
-        before any parsing (the cache holds every VM of the namespace)."""
-        status = obj.get("status") or {}
-        host = status.get("host")
-        if host == self.cfg.host or vm_key(obj) in self.local:
-            return True
-        return not host and (status.get("runtime") or {}).get("host") == self.cfg.host
-
     # -- reconcile ------------------------------------------------------------------
-    def _observe_all(self) -> dict[str, Observed]:
-        out: dict[str, Observed] = {}
-        for key, vm in list(self.local.items()):
-            if vm.extra.get("fenced"):
-                out[key] = Observed(False, "killed by the watchdog")
-                continue
-            try:
-                out[key] = self.drivers[vm.driver].observe(vm)
-            except Exception as exc:
-                log.warning("observing %s: %s", key, exc)
-                out[key] = Observed(True, f"unknown: {exc}")  # never restart on doubt
-        return out
-
-    def _stop_vm(self, vm: LocalVM) -> None:
-        log.info("stopping %s (pid %s): not placed on %s", vm.key, vm.pid, self.cfg.host)
-        self.drivers[vm.driver].stop(vm, self.cfg.stop_grace)
-        with self._fence_lock:
-            self.local.pop(vm.key, None)
-            self.state.forget(vm.key)
-
     def _start_vm(self, placed: Placed) -> dict[str, Any] | None:
         assert placed.runtime is not None
-        with self._fence_lock:
-            if self.watchdog.fired or not self.swept:
-                return None
-            driver = self.drivers.get(placed.runtime.driver)
-            try:
-                if driver is None:
-                    raise StartError(
-                        f"spec.runtime.driver {placed.runtime.driver!r} is not "
-                        f"enabled on this agent"
-                    )
-                vm = driver.start(placed.key, placed.epoch, placed.runtime)
-            except StartError as exc:
-                log.error("starting %s failed: %s", placed.key, exc)
-                return self.reconciler.start_failed(placed, str(exc))
-            vm.extra["bootID"] = self.cfg.boot_id
-            self.local[placed.key] = vm
-            self.state.save(vm)
+        try:
+            vm = self.local.start(
+                placed.key,
+                placed.epoch,
+                placed.runtime,
+                allowed=lambda: self.swept and not self.watchdog.fired,
+            )
+        except StartError as exc:
+            log.error("starting %s failed: %s", placed.key, exc)
+            return self.reconciler.start_failed(placed, str(exc))
+        if vm is None:
+            return None
         log.info("started %s (epoch %d, pid %s)", placed.key, placed.epoch, vm.pid)
         return self.reconciler.started(placed, vm)
 
-    def _forget(self, key: str) -> None:
-        with self._fence_lock:
-            self.local.pop(key, None)
-            self.state.forget(key)
+    def _stop_vm(self, vm: LocalVM) -> None:
+        log.info("stopping %s (pid %s): not placed on %s", vm.key, vm.pid, self.cfg.host)
+        self.local.stop(vm)
 
     async def reconcile(self, *, may_start: bool) -> None:
         async with self._pass_lock:
-            if not self._synced:
-                return
+            if not self.cache.synced:
+                return  # nothing is known yet: an empty cache is not "placed nowhere"
             placed = {
                 k: Placed.from_object(o, self.cfg.host)
-                for k, o in self.cache.items()
-                if self._relevant(o)
+                for k, o in self.cache.relevant(self.cfg.host, self.local).items()
             }
-            observed = await asyncio.to_thread(self._observe_all)
+            observed = await asyncio.to_thread(self.local.observe_all)
             plan = self.reconciler.plan(
                 placed,
-                dict(self.local),
+                self.local.snapshot(),
                 observed,
                 now=time.monotonic(),
                 may_start=may_start and not self.watchdog.fired,
@@ -315,24 +231,22 @@ class Agent:
                 if isinstance(res, BaseException):
                     log.error("stopping %s failed: %s", vm.key, res)
             for key in plan.forget:
-                self._forget(key)
+                self.local.forget(key)
             for vm in plan.resave:
-                with self._fence_lock:
-                    if vm.key in self.local:
-                        self.state.save(vm)
+                self.local.resave(vm)
             for p in plan.start:
                 report = await asyncio.to_thread(self._start_vm, p)
                 if report is not None:
                     plan.reports[p.key] = report
             for key, report in plan.reports.items():
-                stored = _norm((self.cache.get(key, {}).get("status") or {}).get("runtime"))
+                stored = _norm(self.cache.stored_runtime(key))
                 want = _norm(report)
                 if want in (stored, self._written.get(key)):
                     if key in plan.forget_after_report and want == stored:
-                        self._forget(key)
+                        self.local.forget(key)
                     continue
                 if await self._write_runtime(key, report) and key in plan.forget_after_report:
-                    self._forget(key)
+                    self.local.forget(key)
 
     async def _write_runtime(self, key: str, report: dict[str, Any]) -> bool:
         namespace, _, name = key.partition("/")
@@ -367,12 +281,14 @@ class Agent:
         await self.reconcile(may_start=False)
         self.swept = True
         log.info(
-            "S3 sweep done: %d VMs running here, all placed on %s", len(self.local), self.cfg.host
+            "S3 sweep done: %d VMs running here, all placed on %s",
+            len(self.local.vms),
+            self.cfg.host,
         )
         self._kick.set()
 
     def vm_count(self) -> int:
-        return sum(1 for vm in self.local.values() if not vm.extra.get("fenced"))
+        return self.local.running_count()
 
     async def heartbeat_once(self) -> bool:
         if not self.swept:
@@ -431,19 +347,9 @@ class Agent:
 
     # -- self-fencing (watchdog thread) -----------------------------------------------
     def _self_fence(self, reason: str) -> None:
-        with self._fence_lock:
-            self.swept = False
-            for vm in list(self.local.values()):
-                if vm.extra.get("fenced"):
-                    continue
-                try:
-                    self.drivers[vm.driver].kill(vm)
-                except Exception:
-                    log.exception("self-fencing: killing %s failed", vm.key)
-                    continue
-                vm.extra["fenced"] = f"killed by the self-fencing watchdog: {reason}"
-                self.state.save(vm)
-                log.error("self-fencing: killed %s (pid %s)", vm.key, vm.pid)
+        self.swept = False
+        for key in self.local.kill_all(f"killed by the self-fencing watchdog: {reason}"):
+            log.error("self-fencing: killed %s", key)
 
     # -- run ----------------------------------------------------------------------------
     async def _wait_stop(self) -> None:
@@ -484,10 +390,7 @@ class Agent:
             watcher.stop()
             self.watchdog.stop()
             if self.cfg.kill_vms_on_exit:
-                for vm in list(self.local.values()):
-                    with contextlib.suppress(Exception):
-                        self.drivers[vm.driver].kill(vm)
-                    self._forget(vm.key)
-                log.info("killed all VMs on exit (--kill-vms-on-exit)")
+                killed = self.local.kill_all()
+                log.info("killed %d VMs on exit (--kill-vms-on-exit)", len(killed))
         log.info("agent stopped; %d VMs left running", self.vm_count())
         return 0

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hafence.agent.drivers import LocalVM, Observed
+from hafence.agent.drivers import FENCED, LocalVM, Observed
 from hafence.api.vm import Runtime
 
 
@@ -164,7 +164,7 @@ class Reconciler:
             placed = vms.get(key)
             vm = local.get(key)
             obs = observed.get(key)
-            if vm is not None and vm.extra.get("fenced"):
+            if vm is not None and vm.extra.get(FENCED):
                 self._fenced(plan, placed, vm)
                 continue
             if placed is None or not placed.should_run:
@@ -222,7 +222,7 @@ class Reconciler:
         """A VM the watchdog killed stays down for that placement epoch: only a new
         placement by the operator may run it again (never a race with a re-placement
         elsewhere that the operator made while this host was silent)."""
-        reason = vm.extra["fenced"]
+        reason = vm.extra[FENCED]
         if placed is None or placed.epoch != vm.epoch or placed.host != self.host:
             plan.forget.append(vm.key)  # re-placed or gone: nothing left to report
             return

@@ -1,0 +1,124 @@
+"""The VMs this host runs: their records in the state directory, through their drivers.
+
+Shared by the event loop (start, stop, observe) and the watchdog thread (kill all), so
+every change of the set goes through one lock; a VM started concurrently with a
+self-fence is either in the set the watchdog kills or never started.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from hafence.agent.drivers import BOOT_ID, FENCED, Driver, LocalVM, Observed, StartError
+from hafence.agent.state import StateDir
+from hafence.api.vm import Runtime
+
+log = logging.getLogger("hafence.agent")
+
+
+class LocalVMs:
+    def __init__(
+        self, state: StateDir, drivers: dict[str, Driver], *, boot_id: str, stop_grace: float
+    ) -> None:
+        self.state = state
+        self.drivers = drivers
+        self.boot_id = boot_id
+        self.stop_grace = stop_grace
+        self.vms: dict[str, LocalVM] = {}
+        self.lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.vms
+
+    def snapshot(self) -> dict[str, LocalVM]:
+        with self.lock:
+            return dict(self.vms)
+
+    def running_count(self) -> int:
+        return sum(1 for vm in self.vms.values() if not vm.extra.get(FENCED))
+
+    def adopt(self) -> int:
+        """Load the records an earlier agent left; returns how many were adopted."""
+        self.state.ensure()
+        for vm in self.state.load_all():
+            if vm.driver not in self.drivers:
+                log.error("state record of %s names unknown driver %r; ignored", vm.key, vm.driver)
+                continue
+            booted = vm.extra.get(BOOT_ID)
+            if vm.driver == "process" and booted and booted != self.boot_id:
+                # Its process died with the previous boot: not a crash of the VM, and
+                # not something to stop.  Placement decides afresh whether it runs.
+                log.info("%s did not survive the reboot (boot %s); record dropped", vm.key, booted)
+                self.state.forget(vm.key)
+                continue
+            self.vms[vm.key] = vm
+        return len(self.vms)
+
+    def observe_all(self) -> dict[str, Observed]:
+        out: dict[str, Observed] = {}
+        for key, vm in self.snapshot().items():
+            if vm.extra.get(FENCED):
+                out[key] = Observed(False, "killed by the watchdog")
+                continue
+            try:
+                out[key] = self.drivers[vm.driver].observe(vm)
+            except Exception as exc:
+                log.warning("observing %s: %s", key, exc)
+                out[key] = Observed(True, f"unknown: {exc}")  # never restart on doubt
+        return out
+
+    def start(
+        self, key: str, epoch: int, runtime: Runtime, allowed: Callable[[], bool]
+    ) -> LocalVM | None:
+        """Start a VM if ``allowed()`` still holds under the lock; StartError if it fails."""
+        with self.lock:
+            if not allowed():
+                return None
+            driver = self.drivers.get(runtime.driver)
+            if driver is None:
+                raise StartError(
+                    f"spec.runtime.driver {runtime.driver!r} is not enabled on this agent"
+                )
+            vm = driver.start(key, epoch, runtime)
+            vm.extra[BOOT_ID] = self.boot_id
+            self.vms[key] = vm
+            self.state.save(vm)
+        return vm
+
+    def stop(self, vm: LocalVM) -> None:
+        self.drivers[vm.driver].stop(vm, self.stop_grace)
+        self.forget(vm.key)
+
+    def forget(self, key: str) -> None:
+        with self.lock:
+            self.vms.pop(key, None)
+            self.state.forget(key)
+
+    def resave(self, vm: LocalVM) -> None:
+        with self.lock:
+            if vm.key in self.vms:
+                self.state.save(vm)
+
+    def kill_all(self, fenced_reason: str | None = None) -> list[str]:
+        """Kill every VM now.  With a reason, keep the records marked as fenced (the
+        VMs must not run again under their epoch); without, drop them."""
+        killed: list[str] = []
+        with self.lock:
+            for vm in list(self.vms.values()):
+                if vm.extra.get(FENCED):
+                    continue
+                try:
+                    self.drivers[vm.driver].kill(vm)
+                except Exception:
+                    log.exception("killing %s failed", vm.key)
+                    continue
+                killed.append(vm.key)
+                if fenced_reason is None:
+                    self.vms.pop(vm.key, None)
+                    self.state.forget(vm.key)
+                else:
+                    vm.extra[FENCED] = fenced_reason
+                    self.state.save(vm)
+        return killed
