@@ -28,8 +28,13 @@ def creds() -> Credentials:
 
 def spec(type_: str, port: int, **extra: object) -> FenceAgentSpec:
     body: dict[str, object] = {
-        "hostRef": {"name": "h1"}, "type": type_, "address": "127.0.0.1", "port": port,
-        "credentialsSecretRef": {"name": "bmc"}, "timeoutSeconds": 5, "powerWaitSeconds": 5,
+        "hostRef": {"name": "h1"},
+        "type": type_,
+        "address": "127.0.0.1",
+        "port": port,
+        "credentialsSecretRef": {"name": "bmc"},
+        "timeoutSeconds": 5,
+        "powerWaitSeconds": 5,
     }
     if type_.startswith("fence_"):
         # Debian's agents default to IPMI 1.5; the simulated BMCs speak 2.0 (lanplus).
@@ -46,8 +51,11 @@ def sshd() -> Iterator[Sshd]:
 
 def ssh_target(server: Sshd, **overrides: object) -> SSHTarget:
     values: dict[str, object] = {
-        "address": "127.0.0.1", "port": server.port, "user": server.user,
-        "private_key": server.client_key, "host_key": server.host_key,
+        "address": "127.0.0.1",
+        "port": server.port,
+        "user": server.user,
+        "private_key": server.client_key,
+        "host_key": server.host_key,
     }
     values.update(overrides)
     return SSHTarget(**values)  # type: ignore[arg-type]

@@ -20,36 +20,61 @@ pytestmark = pytest.mark.controlplane
 def hafence(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hafence", *args, "--kubeconfig", kubeconfig],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def secret(api: Api, ns: str, name: str, password: str = PASSWORD) -> None:
     data = {"username": USER, "password": password}
-    api.core.create_namespaced_secret(ns, {
-        "metadata": {"name": name},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-    })
+    api.core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        },
+    )
 
 
-def agent(api: Api, ns: str, name: str, host: str, port: int, order: int = 1,
-          secret_name: str = "bmc", type_: str = "ipmilan") -> dict[str, Any]:
-    return api.create("FenceAgent", ns, {
-        "metadata": {"name": name},
-        "spec": {"hostRef": {"name": host}, "type": type_, "address": "127.0.0.1",
-                 "port": port, "credentialsSecretRef": {"name": secret_name},
-                 "order": order, "timeoutSeconds": 3, "powerWaitSeconds": 3,
-                 # Debian's agents default to IPMI 1.5; the simulated BMCs speak 2.0.
-                 "options": "lanplus=yes" if type_.startswith("fence_") else ""},
-    })
+def agent(
+    api: Api,
+    ns: str,
+    name: str,
+    host: str,
+    port: int,
+    order: int = 1,
+    secret_name: str = "bmc",
+    type_: str = "ipmilan",
+) -> dict[str, Any]:
+    return api.create(
+        "FenceAgent",
+        ns,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "hostRef": {"name": host},
+                "type": type_,
+                "address": "127.0.0.1",
+                "port": port,
+                "credentialsSecretRef": {"name": secret_name},
+                "order": order,
+                "timeoutSeconds": 3,
+                "powerWaitSeconds": 3,
+                # Debian's agents default to IPMI 1.5; the simulated BMCs speak 2.0.
+                "options": "lanplus=yes" if type_.startswith("fence_") else "",
+            },
+        },
+    )
 
 
 def condition(obj: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in obj["status"]["conditions"] if c["type"] == "Reachable")
 
 
-def test_fence_agent_test_records_status(api: Api, namespace: str, kubeconfig: str,
-                                         farm: BmcFarm) -> None:
+def test_fence_agent_test_records_status(
+    api: Api, namespace: str, kubeconfig: str, farm: BmcFarm
+) -> None:
     bmc = farm.add("h1", USER, PASSWORD, power="off")
     secret(api, namespace, "bmc")
     agent(api, namespace, "h1-ipmi", "h1", bmc.port)
@@ -75,8 +100,7 @@ def test_fence_agent_test_records_status(api: Api, namespace: str, kubeconfig: s
     assert PASSWORD not in str(obj["status"]) and PASSWORD not in done.stderr
 
 
-def test_missing_secret_and_key(api: Api, namespace: str, kubeconfig: str,
-                                farm: BmcFarm) -> None:
+def test_missing_secret_and_key(api: Api, namespace: str, kubeconfig: str, farm: BmcFarm) -> None:
     bmc = farm.add("h1", USER, PASSWORD)
     agent(api, namespace, "no-secret", "h1", bmc.port, secret_name="absent")
     done = hafence(kubeconfig, "fence-agent", "test", "no-secret", "-n", namespace)
@@ -85,15 +109,18 @@ def test_missing_secret_and_key(api: Api, namespace: str, kubeconfig: str,
     obj = api.get("FenceAgent", namespace, "no-secret")
     assert condition(obj)["reason"] == "ConfigError"
 
-    api.core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "half"}, "data": {"username": base64.b64encode(b"x").decode()}})
+    api.core.create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "half"}, "data": {"username": base64.b64encode(b"x").decode()}},
+    )
     agent(api, namespace, "half-secret", "h1", bmc.port, secret_name="half")
     done = hafence(kubeconfig, "fence-agent", "test", "half-secret", "-n", namespace)
     assert done.returncode == 1 and "has no key 'password'" in done.stderr
 
 
-def test_wrong_password_recorded_without_secret(api: Api, namespace: str, kubeconfig: str,
-                                                farm: BmcFarm) -> None:
+def test_wrong_password_recorded_without_secret(
+    api: Api, namespace: str, kubeconfig: str, farm: BmcFarm
+) -> None:
     bmc = farm.add("h1", USER, PASSWORD)
     secret(api, namespace, "bad", password="Wr0ng-pa55word")
     agent(api, namespace, "h1-ipmi", "h1", bmc.port, secret_name="bad")
@@ -104,8 +131,9 @@ def test_wrong_password_recorded_without_secret(api: Api, namespace: str, kubeco
     assert "Wr0ng-pa55word" not in str(obj) + done.stderr + done.stdout
 
 
-def test_power_through_groups_in_order(api: Api, namespace: str, kubeconfig: str,
-                                       farm: BmcFarm) -> None:
+def test_power_through_groups_in_order(
+    api: Api, namespace: str, kubeconfig: str, farm: BmcFarm
+) -> None:
     # order 1: two PDUs (a concurrent group); order 2: the BMC, a fallback level.
     pdus = [farm.add(f"pdu{i}", USER, PASSWORD) for i in range(2)]
     bmc = farm.add("bmc", USER, PASSWORD)

@@ -14,8 +14,12 @@ PW = "Gr0up-pdu-pass"
 
 def drivers(farm: BmcFarm, n: int, **kw: object) -> list:  # type: ignore[type-arg]
     creds = Credentials(USER, PW)
-    return [build_driver(spec("ipmilan", farm.add(f"pdu{i}", USER, PW).port, **kw), creds,
-                         name=f"pdu{i}") for i in range(n)]
+    return [
+        build_driver(
+            spec("ipmilan", farm.add(f"pdu{i}", USER, PW).port, **kw), creds, name=f"pdu{i}"
+        )
+        for i in range(n)
+    ]
 
 
 async def test_off_needs_every_agent(farm: BmcFarm) -> None:

@@ -32,8 +32,9 @@ async def test_status_off_on(farm: BmcFarm, creds: Credentials, type_: str) -> N
 
 
 @pytest.mark.parametrize("type_", ["ipmilan", "fence_ipmilan"])
-async def test_reboot_is_off_verified_then_on(farm: BmcFarm, creds: Credentials,
-                                              type_: str) -> None:
+async def test_reboot_is_off_verified_then_on(
+    farm: BmcFarm, creds: Credentials, type_: str
+) -> None:
     # The BMC takes a while to really cut power: the driver must poll, not trust "ok".
     bmc = farm.add("h1", USER, PASSWORD, power_delay=0.6)
     changes: list[str] = []
@@ -88,8 +89,9 @@ async def test_dead_bmc(farm: BmcFarm, creds: Credentials, type_: str) -> None:
 
 
 @pytest.mark.parametrize("type_", ["ipmilan", "fence_ipmilan"])
-async def test_bmc_stops_answering_mid_operation(farm: BmcFarm, creds: Credentials,
-                                                 type_: str) -> None:
+async def test_bmc_stops_answering_mid_operation(
+    farm: BmcFarm, creds: Credentials, type_: str
+) -> None:
     # It accepts "off" and goes silent: the off cannot be verified, so it is a failure.
     bmc = farm.add("h1", USER, PASSWORD, power_delay=0.5)
     bmc.stop_answering_after = 0

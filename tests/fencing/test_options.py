@@ -18,20 +18,32 @@ from .conftest import spec
 def test_parse_forms() -> None:
     assert parse_options("") == {}
     assert parse_options("ssl=yes,ssl_insecure=yes,inet4_only=yes") == {
-        "ssl": "1", "ssl_insecure": "1", "inet4_only": "1"}
+        "ssl": "1",
+        "ssl_insecure": "1",
+        "inet4_only": "1",
+    }
     assert parse_options(" lanplus , privlvl = operator,ssl=No, x=TRUE,y=0 ,delay=10") == {
-        "lanplus": "1", "privlvl": "operator", "ssl": "0", "x": "1", "y": "0", "delay": "10"}
+        "lanplus": "1",
+        "privlvl": "operator",
+        "ssl": "0",
+        "x": "1",
+        "y": "0",
+        "delay": "10",
+    }
 
 
-@pytest.mark.parametrize(("text", "bad"), [
-    ("ssl=yes,,lanplus", "stray comma"),
-    ("ssl=", "'ssl='"),
-    ("bad key=1", "'bad key=1'"),
-    ("a=b=c", "'a=b=c'"),
-    ("passwd=hunter2", "'passwd'"),
-    ("lanplus,lanplus", "'lanplus' given twice"),
-    ("x=a\nb", "bad character"),
-])
+@pytest.mark.parametrize(
+    ("text", "bad"),
+    [
+        ("ssl=yes,,lanplus", "stray comma"),
+        ("ssl=", "'ssl='"),
+        ("bad key=1", "'bad key=1'"),
+        ("a=b=c", "'a=b=c'"),
+        ("passwd=hunter2", "'passwd'"),
+        ("lanplus,lanplus", "'lanplus' given twice"),
+        ("x=a\nb", "bad character"),
+    ],
+)
 def test_malformed_names_the_token(text: str, bad: str) -> None:
     with pytest.raises(Unsupported) as err:
         parse_options(text)

@@ -20,8 +20,9 @@ def emulator() -> Iterator[RedfishEmulator]:
         yield rf
 
 
-async def test_status_off_on_reboot(emulator: RedfishEmulator, creds: Credentials,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_status_off_on_reboot(
+    emulator: RedfishEmulator, creds: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Verified TLS: trust the emulator's certificate the way an operator would
     # (through the trust store), not by turning verification off.
     monkeypatch.setenv("SSL_CERT_FILE", str(emulator.cert))
@@ -33,22 +34,23 @@ async def test_status_off_on_reboot(emulator: RedfishEmulator, creds: Credential
     assert (await driver.reboot()).power_state == "on"
 
 
-async def test_untrusted_certificate_is_refused(emulator: RedfishEmulator,
-                                                creds: Credentials) -> None:
+async def test_untrusted_certificate_is_refused(
+    emulator: RedfishEmulator, creds: Credentials
+) -> None:
     with pytest.raises(TLSError, match="not trusted"):
         await build_driver(spec("redfish", emulator.port), creds).status()
 
 
-async def test_ssl_insecure_only_when_asked(emulator: RedfishEmulator,
-                                            creds: Credentials) -> None:
+async def test_ssl_insecure_only_when_asked(emulator: RedfishEmulator, creds: Credentials) -> None:
     driver = build_driver(spec("redfish", emulator.port, options="ssl_insecure=yes"), creds)
     assert (await driver.status()).power_state in ("on", "off")
 
 
 async def test_wrong_password(emulator: RedfishEmulator) -> None:
     wrong = "Wr0ng-pa55word"
-    driver = build_driver(spec("redfish", emulator.port, options="ssl_insecure"),
-                          Credentials(USER, wrong))
+    driver = build_driver(
+        spec("redfish", emulator.port, options="ssl_insecure"), Credentials(USER, wrong)
+    )
     with pytest.raises(AuthFailed) as err:
         await driver.status()
     assert wrong not in str(err.value) and PASSWORD not in str(err.value)

@@ -24,8 +24,9 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def test_status_patch(current: dict[str, Any], outcome: FenceResult | FenceError,
-                      generation: int | None) -> dict[str, Any]:
+def test_status_patch(
+    current: dict[str, Any], outcome: FenceResult | FenceError, generation: int | None
+) -> dict[str, Any]:
     """The status merge patch for one test, keeping other conditions and transition times."""
     now = _now()
     if isinstance(outcome, FenceResult):
@@ -36,12 +37,19 @@ def test_status_patch(current: dict[str, Any], outcome: FenceResult | FenceError
         message = str(outcome)
     status = "True" if ok else "False"
     conditions = [c for c in current.get("conditions", []) if c.get("type") != "Reachable"]
-    previous = next((c for c in current.get("conditions", []) if c.get("type") == "Reachable"),
-                    None)
-    since = previous.get("lastTransitionTime") if previous and \
-        previous.get("status") == status else now
-    condition: dict[str, Any] = {"type": "Reachable", "status": status, "reason": reason,
-                                 "message": message[:1000], "lastTransitionTime": since}
+    previous = next(
+        (c for c in current.get("conditions", []) if c.get("type") == "Reachable"), None
+    )
+    since = (
+        previous.get("lastTransitionTime") if previous and previous.get("status") == status else now
+    )
+    condition: dict[str, Any] = {
+        "type": "Reachable",
+        "status": status,
+        "reason": reason,
+        "message": message[:1000],
+        "lastTransitionTime": since,
+    }
     if generation is not None:
         condition["observedGeneration"] = generation
     patch: dict[str, Any] = {
@@ -69,8 +77,9 @@ async def run_test(api: Api, namespace: str, name: str) -> FenceResult | FenceEr
         obj = await asyncio.to_thread(api.get, "FenceAgent", namespace, name)
     except KubeError:
         return outcome  # the agent itself is missing: nothing to record on
-    patch = test_status_patch(obj.get("status") or {}, outcome,
-                              generation or obj["metadata"].get("generation"))
+    patch = test_status_patch(
+        obj.get("status") or {}, outcome, generation or obj["metadata"].get("generation")
+    )
     await asyncio.to_thread(api.patch, "FenceAgent", namespace, name, patch, status=True)
     return outcome
 

@@ -18,12 +18,12 @@ from hafence.fencing.protocol import Operation
 from hafence.fencing.resolve import ResolvedAgent, host_agent_groups
 from hafence.kube import Api, KubeError, load_api
 
-ACTIONS: dict[str, Operation] = {"status": "status", "on": "on", "off": "off",
-                                 "restart": "reboot"}
+ACTIONS: dict[str, Operation] = {"status": "status", "on": "on", "off": "off", "restart": "reboot"}
 
 
-async def power(groups: list[list[ResolvedAgent]], operation: Operation,
-                report: list[str]) -> GroupResult | None:
+async def power(
+    groups: list[list[ResolvedAgent]], operation: Operation, report: list[str]
+) -> GroupResult | None:
     """Try each group in order; the first success wins.  ``report`` collects lines."""
     last: GroupResult | None = None
     for group in groups:
@@ -45,8 +45,9 @@ async def power(groups: list[list[ResolvedAgent]], operation: Operation,
     return last
 
 
-async def run_power(api: Api, namespace: str, host: str, action: str,
-                    report: list[str]) -> GroupResult | None:
+async def run_power(
+    api: Api, namespace: str, host: str, action: str, report: list[str]
+) -> GroupResult | None:
     groups = await host_agent_groups(api, namespace, host)
     if not groups:
         raise FenceError(f"Host {namespace}/{host} has no FenceAgents")

@@ -15,9 +15,14 @@ from hafence.fencing.options import agent_type, effective_options
 from hafence.fencing.protocol import Credentials, DriverSettings, FenceDriver, SSHTarget
 
 
-def build_driver(spec: FenceAgentSpec, credentials: Credentials | None,
-                 proxy: SSHTarget | None = None, *, name: str = "",
-                 poll_interval: float = 0.25) -> FenceDriver:
+def build_driver(
+    spec: FenceAgentSpec,
+    credentials: Credentials | None,
+    proxy: SSHTarget | None = None,
+    *,
+    name: str = "",
+    poll_interval: float = 0.25,
+) -> FenceDriver:
     """A driver for one FenceAgent.  Raises :class:`Unsupported` for a bad type/options."""
     kind = agent_type(spec.type)
     opts = effective_options(kind, spec.options)
@@ -40,15 +45,15 @@ def build_driver(spec: FenceAgentSpec, credentials: Credentials | None,
     if proxy is None and kind.native == "ipmi":
         if credentials is None:
             raise Unsupported(f"{settings.name}: IPMI needs credentials")
-        return IpmiDriver(settings, spec.address, port or kind.default_port or 623,
-                          credentials, opts)
+        return IpmiDriver(
+            settings, spec.address, port or kind.default_port or 623, credentials, opts
+        )
     if proxy is None and kind.native == "redfish":
         from hafence.fencing.redfish import RedfishDriver
 
         if credentials is None:
             raise Unsupported(f"{settings.name}: Redfish needs credentials")
-        return RedfishDriver(settings, spec.address, port, credentials, opts,
-                             system=spec.plug)
+        return RedfishDriver(settings, spec.address, port, credentials, opts, system=spec.plug)
     runner = None
     if proxy is not None:
         from hafence.fencing.ssh import proxy_runner
@@ -58,7 +63,9 @@ def build_driver(spec: FenceAgentSpec, credentials: Credentials | None,
     if kind.native == "ipmi":
         opts.setdefault("lanplus", "1")
     if runner is None:
-        return FenceAgentDriver(settings, kind.fence_agent, spec.address, port, spec.plug,
-                                credentials, opts)
-    return FenceAgentDriver(settings, kind.fence_agent, spec.address, port, spec.plug,
-                            credentials, opts, runner=runner)
+        return FenceAgentDriver(
+            settings, kind.fence_agent, spec.address, port, spec.plug, credentials, opts
+        )
+    return FenceAgentDriver(
+        settings, kind.fence_agent, spec.address, port, spec.plug, credentials, opts, runner=runner
+    )

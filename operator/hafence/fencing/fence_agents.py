@@ -46,7 +46,7 @@ AGENT_DIRS = ("/usr/sbin", "/sbin", "/usr/bin")
 
 
 def find_agent(program: str) -> str:
-    found = shutil.which(program, path=os.pathsep.join(AGENT_DIRS + (os.environ.get("PATH", ""),)))
+    found = shutil.which(program, path=os.pathsep.join((*AGENT_DIRS, os.environ.get("PATH", ""))))
     if found is None:
         raise Unsupported(f"fence agent {program!r} is not installed (Debian fence-agents)")
     return found
@@ -59,14 +59,20 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(proc.wait(), 5)
 
 
-async def run_local(program: str, stdin: bytes, timeout: float) -> Completed:
+async def run_local(program: str, stdin: bytes, timeout: float) -> Completed:  # noqa: ASYNC109 — bounds a thread/process too
     """Run a fence agent here; on timeout its whole process group is killed."""
     path = find_agent(program)
     proc = await asyncio.create_subprocess_exec(
-        path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-             "PYTHONWARNINGS": "ignore"},
+        path,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        env={
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONWARNINGS": "ignore",
+        },
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
@@ -77,15 +83,20 @@ async def run_local(program: str, stdin: bytes, timeout: float) -> Completed:
         await _kill(proc)
         raise
     assert proc.returncode is not None
-    return Completed(proc.returncode, out.decode(errors="replace"),
-                     err.decode(errors="replace"))
+    return Completed(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 _LOG_LINE = re.compile(r"^\S+ \S+ (ERROR|DEBUG|INFO|WARNING): ", re.MULTILINE)
-_AUTH = re.compile(r"unable to establish ipmi v2|password|authenticat|login failed|"
-                   r"unauthori[sz]ed|invalid user", re.IGNORECASE)
-_UNREACH = re.compile(r"connection timed out|unable to connect|connection refused|"
-                      r"no route|name or service not known|timed out", re.IGNORECASE)
+_AUTH = re.compile(
+    r"unable to establish ipmi v2|password|authenticat|login failed|"
+    r"unauthori[sz]ed|invalid user",
+    re.IGNORECASE,
+)
+_UNREACH = re.compile(
+    r"connection timed out|unable to connect|connection refused|"
+    r"no route|name or service not known|timed out",
+    re.IGNORECASE,
+)
 
 
 def stdin_lines(values: Mapping[str, str]) -> bytes:
@@ -100,9 +111,17 @@ def stdin_lines(values: Mapping[str, str]) -> bytes:
 
 
 class FenceAgentDriver(BaseDriver):
-    def __init__(self, settings: DriverSettings, program: str, address: str,
-                 port: int | None, plug: str | None, credentials: Credentials | None,
-                 options: Mapping[str, str], runner: Runner = run_local) -> None:
+    def __init__(
+        self,
+        settings: DriverSettings,
+        program: str,
+        address: str,
+        port: int | None,
+        plug: str | None,
+        credentials: Credentials | None,
+        options: Mapping[str, str],
+        runner: Runner = run_local,
+    ) -> None:
         super().__init__(settings)
         self.program = program
         self.address = address
@@ -138,8 +157,14 @@ class FenceAgentDriver(BaseDriver):
     def _failure(self, action: str, done: Completed) -> FenceError:
         text = self._scrub(done.stderr + "\n" + done.stdout)
         lines = [_LOG_LINE.sub("", ln).strip() for ln in text.splitlines()]
-        lines = [ln for ln in lines if ln and "DeprecationWarning" not in ln
-                 and not ln.startswith("from pipes") and not ln.startswith("Executing:")]
+        lines = [
+            ln
+            for ln in lines
+            if ln
+            and "DeprecationWarning" not in ln
+            and not ln.startswith("from pipes")
+            and not ln.startswith("Executing:")
+        ]
         detail = "; ".join(dict.fromkeys(lines))[-400:] or f"exit code {done.returncode}"
         message = f"{self.name}: {action} failed: {detail}"
         if _AUTH.search(text):
@@ -148,7 +173,7 @@ class FenceAgentDriver(BaseDriver):
             return Unreachable(message)
         return DeviceError(message)
 
-    async def _run(self, action: str, timeout: float) -> Completed:
+    async def _run(self, action: str, timeout: float) -> Completed:  # noqa: ASYNC109 — bounds a thread/process too
         try:
             return await self.runner(self.program, self._stdin(action), timeout)
         except TimedOut as exc:

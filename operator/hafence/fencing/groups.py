@@ -38,8 +38,9 @@ class GroupResult:
         return f"{self.operation} {verdict} (power {self.power_state}): " + "; ".join(parts)
 
 
-async def _each(drivers: Sequence[FenceDriver], operation: Operation
-                ) -> tuple[list[FenceResult], list[tuple[str, FenceError]]]:
+async def _each(
+    drivers: Sequence[FenceDriver], operation: Operation
+) -> tuple[list[FenceResult], list[tuple[str, FenceError]]]:
     async def one(driver: FenceDriver) -> FenceResult:
         fn = getattr(driver, operation)
         result: FenceResult = await fn()
@@ -58,8 +59,12 @@ async def _each(drivers: Sequence[FenceDriver], operation: Operation
     return results, errors
 
 
-def _combine(operation: Operation, results: list[FenceResult],
-             errors: list[tuple[str, FenceError]], elapsed: float) -> GroupResult:
+def _combine(
+    operation: Operation,
+    results: list[FenceResult],
+    errors: list[tuple[str, FenceError]],
+    elapsed: float,
+) -> GroupResult:
     states = [r.power_state for r in results]
     if operation == "off":
         ok = not errors and all(s == "off" for s in states)

@@ -30,7 +30,9 @@ from hafence.fencing.protocol import BaseDriver, Credentials, DriverSettings, Po
 
 PRIVILEGES = {"callback": 1, "user": 2, "operator": 3, "administrator": 4, "admin": 4}
 _ERRORS: dict[str, type[FenceError]] = {
-    "auth": AuthFailed, "unreachable": Unreachable, "device": DeviceError,
+    "auth": AuthFailed,
+    "unreachable": Unreachable,
+    "device": DeviceError,
 }
 
 
@@ -44,8 +46,14 @@ def privilege(options: Mapping[str, str]) -> int:
 
 
 class IpmiDriver(BaseDriver):
-    def __init__(self, settings: DriverSettings, address: str, port: int,
-                 credentials: Credentials, options: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        settings: DriverSettings,
+        address: str,
+        port: int,
+        credentials: Credentials,
+        options: Mapping[str, str],
+    ) -> None:
         super().__init__(settings)
         if options.get("lanplus") == "0":
             raise Unsupported(
@@ -58,19 +66,27 @@ class IpmiDriver(BaseDriver):
         self._credentials = credentials
 
     async def _worker(self, action: str) -> dict[str, Any]:
-        request = json.dumps({
-            "address": self.address, "port": self.port, "privlevel": self.privlevel,
-            "username": self._credentials.username, "password": self._credentials.password,
-            "action": action,
-        }).encode()
+        request = json.dumps(
+            {
+                "address": self.address,
+                "port": self.port,
+                "privlevel": self.privlevel,
+                "username": self._credentials.username,
+                "password": self._credentials.password,
+                "action": action,
+            }
+        ).encode()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hafence.fencing.ipmi_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            sys.executable,
+            "-m",
+            "hafence.fencing.ipmi_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(request),
-                                              self.settings.timeout)
+            out, err = await asyncio.wait_for(proc.communicate(request), self.settings.timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -78,8 +94,9 @@ class IpmiDriver(BaseDriver):
                 await asyncio.wait_for(proc.wait(), 5)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise TimedOut(f"{self.name}: {action}: no answer within "
-                           f"{self.settings.timeout:g}s") from None
+            raise TimedOut(
+                f"{self.name}: {action}: no answer within {self.settings.timeout:g}s"
+            ) from None
         try:
             reply: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):

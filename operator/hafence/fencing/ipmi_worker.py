@@ -24,8 +24,12 @@ def classify(text: str) -> str:
     low = text.lower()
     if "password" in low or "unauthorized" in low or "privilege" in low:
         return "auth"
-    if "timeout" in low or "timed out" in low or "no longer connected" in low \
-            or "logged out" in low:
+    if (
+        "timeout" in low
+        or "timed out" in low
+        or "no longer connected" in low
+        or "logged out" in low
+    ):
         return "unreachable"
     return "device"
 
@@ -33,9 +37,12 @@ def classify(text: str) -> str:
 def run(request: dict[str, Any]) -> dict[str, Any]:
     try:
         cmd = ipmi_command.Command(
-            bmc=request["address"], userid=request["username"],
-            password=request["password"], port=request["port"],
-            privlevel=request["privlevel"], keepalive=False,
+            bmc=request["address"],
+            userid=request["username"],
+            password=request["password"],
+            port=request["port"],
+            privlevel=request["privlevel"],
+            keepalive=False,
         )
         if request["action"] == "status":
             result: dict[str, Any] = cmd.get_power()
@@ -43,7 +50,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             result = cmd.set_power(request["action"], wait=False)
         try:
             cmd.ipmi_session.logout()
-        except Exception:  # noqa: S110 — the operation itself succeeded
+        except Exception:
             pass
     except pyghmi_exc.PyghmiException as exc:
         return {"error": classify(str(exc)), "message": str(exc)}

@@ -23,11 +23,24 @@ _FORBIDDEN_KEY = re.compile(r"pass|identity|key_file|secret|token", re.IGNORECAS
 
 # fence-agents boolean flags: written to an agent's stdin only when true, because an
 # agent treats a present flag as set whatever its value.
-FLAGS = frozenset({
-    "lanplus", "ssl", "ssl_secure", "ssl_insecure", "notls", "inet4_only", "inet6_only",
-    "secure", "verbose", "debug", "snmp_priv_passwd_script", "cmd_prompt_nologin",
-    "missing_as_off", "auto_power_off",
-})
+FLAGS = frozenset(
+    {
+        "lanplus",
+        "ssl",
+        "ssl_secure",
+        "ssl_insecure",
+        "notls",
+        "inet4_only",
+        "inet6_only",
+        "secure",
+        "verbose",
+        "debug",
+        "snmp_priv_passwd_script",
+        "cmd_prompt_nologin",
+        "missing_as_off",
+        "auto_power_off",
+    }
+)
 
 
 def parse_options(text: str) -> dict[str, str]:
@@ -90,19 +103,28 @@ AGENT_TYPES: dict[str, AgentType] = {
     t.name: t
     for t in (
         AgentType("ipmilan", "fence_ipmilan", native="ipmi", default_port=623),
-        AgentType("ilo3", "fence_ilo3", native="ipmi", defaults=_IPMI_DEFAULTS,
-                  default_port=623),
-        AgentType("ilo4", "fence_ilo4", native="ipmi", defaults=_IPMI_DEFAULTS,
-                  default_port=623),
-        AgentType("ilo5", "fence_ilo5", native="ipmi", defaults=_IPMI_DEFAULTS,
-                  default_port=623),
-        AgentType("idrac", "fence_idrac", native="ipmi", defaults={"lanplus": "1"},
-                  default_port=623),
+        AgentType("ilo3", "fence_ilo3", native="ipmi", defaults=_IPMI_DEFAULTS, default_port=623),
+        AgentType("ilo4", "fence_ilo4", native="ipmi", defaults=_IPMI_DEFAULTS, default_port=623),
+        AgentType("ilo5", "fence_ilo5", native="ipmi", defaults=_IPMI_DEFAULTS, default_port=623),
+        AgentType(
+            "idrac", "fence_idrac", native="ipmi", defaults={"lanplus": "1"}, default_port=623
+        ),
         # oVirt: drac7 is ipmilan with operator privilege and lanplus.
-        AgentType("drac7", "fence_idrac", native="ipmi",
-                  defaults={"lanplus": "1", "privlvl": "operator"}, default_port=623),
-        AgentType("redfish", "fence_redfish", native="redfish", secure_option="ssl",
-                  defaults={"ssl": "1"}, default_port=443),
+        AgentType(
+            "drac7",
+            "fence_idrac",
+            native="ipmi",
+            defaults={"lanplus": "1", "privlvl": "operator"},
+            default_port=623,
+        ),
+        AgentType(
+            "redfish",
+            "fence_redfish",
+            native="redfish",
+            secure_option="ssl",
+            defaults={"ssl": "1"},
+            default_port=443,
+        ),
         AgentType("apc", "fence_apc", secure_option="secure"),
         AgentType("apc_snmp", "fence_apc_snmp"),
         AgentType("bladecenter", "fence_bladecenter", secure_option="secure"),

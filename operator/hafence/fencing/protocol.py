@@ -69,7 +69,7 @@ class FenceDriver(Protocol):
     async def test(self) -> FenceResult: ...
 
 
-async def bounded(coro: Awaitable[T], timeout: float, what: str) -> T:
+async def bounded(coro: Awaitable[T], timeout: float, what: str) -> T:  # noqa: ASYNC109 — bounds a thread/process too
     """``coro`` under a hard deadline, mapped to :class:`TimedOut`."""
     try:
         return await asyncio.wait_for(coro, timeout)
@@ -103,8 +103,12 @@ class BaseDriver:
         """Bound of one power request (an agent that waits for the state needs more)."""
         return self.settings.timeout
 
-    async def _call(self, fn: Callable[[], Awaitable[T]], what: str,
-                    timeout: float | None = None) -> T:
+    async def _call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        what: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> T:
         limit = self.settings.timeout if timeout is None else timeout
         return await bounded(fn(), limit, f"{self.name}: {what}")
 
@@ -115,8 +119,13 @@ class BaseDriver:
 
     async def test(self) -> FenceResult:
         result = await self.status()
-        return FenceResult(self.name, "test", result.power_state, result.elapsed,
-                           f"reachable, power {result.power_state}")
+        return FenceResult(
+            self.name,
+            "test",
+            result.power_state,
+            result.elapsed,
+            f"reachable, power {result.power_state}",
+        )
 
     async def _switch(self, state: Literal["on", "off"]) -> float:
         start = time.monotonic()
@@ -136,9 +145,7 @@ class BaseDriver:
                 break
             await asyncio.sleep(self.settings.poll_interval)
         if last_error is not None:
-            raise type(last_error)(
-                f"{self.name}: {state} requested but not verified: {last_error}"
-            )
+            raise type(last_error)(f"{self.name}: {state} requested but not verified: {last_error}")
         raise DeviceError(
             f"{self.name}: {state} requested but power still {last} after "
             f"{self.settings.power_wait:g}s"
@@ -156,5 +163,6 @@ class BaseDriver:
         start = time.monotonic()
         await self._switch("off")
         await self._switch("on")
-        return FenceResult(self.name, "reboot", "on", time.monotonic() - start,
-                           "off verified, then on verified")
+        return FenceResult(
+            self.name, "reboot", "on", time.monotonic() - start, "off verified, then on verified"
+        )

@@ -54,14 +54,23 @@ def ssh_target(api: Api, namespace: str, host_name: str, host: HostSpec) -> SSHT
     ssh: SSHSpec | None = host.ssh
     if ssh is None:
         raise ConfigError(f"Host {namespace}/{host_name} has no spec.ssh")
-    key = _secret(api, namespace, ssh.private_key_secret_ref.name,
-                  ssh.private_key_secret_ref.key).decode()
+    key = _secret(
+        api, namespace, ssh.private_key_secret_ref.name, ssh.private_key_secret_ref.key
+    ).decode()
     known = None
     if ssh.known_hosts_secret_ref is not None:
-        known = _secret(api, namespace, ssh.known_hosts_secret_ref.name,
-                        ssh.known_hosts_secret_ref.key).decode()
-    return SSHTarget(address=host.address, private_key=key, port=ssh.port, user=ssh.user,
-                     host_key=ssh.host_key, known_hosts=known, name=host_name)
+        known = _secret(
+            api, namespace, ssh.known_hosts_secret_ref.name, ssh.known_hosts_secret_ref.key
+        ).decode()
+    return SSHTarget(
+        address=host.address,
+        private_key=key,
+        port=ssh.port,
+        user=ssh.user,
+        host_key=ssh.host_key,
+        known_hosts=known,
+        name=host_name,
+    )
 
 
 def _parse_agent(obj: dict[str, Any]) -> FenceAgentSpec:
@@ -69,22 +78,26 @@ def _parse_agent(obj: dict[str, Any]) -> FenceAgentSpec:
     try:
         return FenceAgentSpec.model_validate(obj.get("spec", {}))
     except ValidationError as exc:
-        raise ConfigError(f"FenceAgent {meta.get('namespace')}/{meta.get('name')}: "
-                          f"invalid spec: {exc.errors()[0].get('msg')}") from None
+        raise ConfigError(
+            f"FenceAgent {meta.get('namespace')}/{meta.get('name')}: "
+            f"invalid spec: {exc.errors()[0].get('msg')}"
+        ) from None
 
 
-def _resolve(api: Api, namespace: str, obj: dict[str, Any],
-             proxy: SSHTarget | None) -> ResolvedAgent:
+def _resolve(
+    api: Api, namespace: str, obj: dict[str, Any], proxy: SSHTarget | None
+) -> ResolvedAgent:
     meta = obj["metadata"]
     spec = _parse_agent(obj)
-    driver = build_driver(spec, load_credentials(api, namespace, spec), proxy,
-                          name=meta["name"])
-    return ResolvedAgent(meta["name"], spec, driver, meta.get("resourceVersion", ""),
-                         meta.get("generation"))
+    driver = build_driver(spec, load_credentials(api, namespace, spec), proxy, name=meta["name"])
+    return ResolvedAgent(
+        meta["name"], spec, driver, meta.get("resourceVersion", ""), meta.get("generation")
+    )
 
 
-def resolve_agent_sync(api: Api, namespace: str, name: str,
-                       proxy: SSHTarget | None = None) -> ResolvedAgent:
+def resolve_agent_sync(
+    api: Api, namespace: str, name: str, proxy: SSHTarget | None = None
+) -> ResolvedAgent:
     try:
         obj = api.get("FenceAgent", namespace, name)
     except NotFound:
@@ -92,23 +105,27 @@ def resolve_agent_sync(api: Api, namespace: str, name: str,
     return _resolve(api, namespace, obj, proxy)
 
 
-def host_agent_groups_sync(api: Api, namespace: str, host: str,
-                           proxy: SSHTarget | None = None) -> list[list[ResolvedAgent]]:
+def host_agent_groups_sync(
+    api: Api, namespace: str, host: str, proxy: SSHTarget | None = None
+) -> list[list[ResolvedAgent]]:
     """The host's FenceAgents as concurrent groups, lowest ``order`` first."""
     items = api.list("FenceAgent", namespace).get("items", [])
     mine = [o for o in items if o.get("spec", {}).get("hostRef", {}).get("name") == host]
-    agents = sorted((_resolve(api, namespace, o, proxy) for o in mine),
-                    key=lambda a: (a.spec.order, a.name))
+    agents = sorted(
+        (_resolve(api, namespace, o, proxy) for o in mine), key=lambda a: (a.spec.order, a.name)
+    )
     return [list(g) for _, g in itertools.groupby(agents, key=lambda a: a.spec.order)]
 
 
-async def resolve_agent(api: Api, namespace: str, name: str,
-                        proxy: SSHTarget | None = None) -> ResolvedAgent:
+async def resolve_agent(
+    api: Api, namespace: str, name: str, proxy: SSHTarget | None = None
+) -> ResolvedAgent:
     return await asyncio.to_thread(resolve_agent_sync, api, namespace, name, proxy)
 
 
-async def host_agent_groups(api: Api, namespace: str, host: str,
-                            proxy: SSHTarget | None = None) -> list[list[ResolvedAgent]]:
+async def host_agent_groups(
+    api: Api, namespace: str, host: str, proxy: SSHTarget | None = None
+) -> list[list[ResolvedAgent]]:
     return await asyncio.to_thread(host_agent_groups_sync, api, namespace, host, proxy)
 
 

@@ -13,7 +13,6 @@ import asyncio
 import io
 import re
 import shlex
-import socket
 import time
 from dataclasses import dataclass
 
@@ -33,7 +32,9 @@ from hafence.fencing.protocol import SSHTarget, bounded
 
 OUTPUT_LIMIT = 2000
 _KEY_TYPES: tuple[type[paramiko.PKey], ...] = (
-    paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey,
+    paramiko.Ed25519Key,
+    paramiko.ECDSAKey,
+    paramiko.RSAKey,
 )
 
 
@@ -50,8 +51,9 @@ def _load_key(target: SSHTarget) -> paramiko.PKey:
             return cls.from_private_key(io.StringIO(target.private_key))
         except (paramiko.SSHException, ValueError, TypeError):
             continue
-    raise AuthFailed(f"ssh {target.label()}: the private key could not be read "
-                     "(OpenSSH or PEM, unencrypted)")
+    raise AuthFailed(
+        f"ssh {target.label()}: the private key could not be read (OpenSSH or PEM, unencrypted)"
+    )
 
 
 def _host_keys(target: SSHTarget) -> paramiko.HostKeys:
@@ -70,14 +72,17 @@ def _host_keys(target: SSHTarget) -> paramiko.HostKeys:
             try:
                 parsed = paramiko.hostkeys.HostKeyEntry.from_line(raw, number)
             except (paramiko.SSHException, ValueError) as exc:
-                raise Unsupported(f"ssh {target.label()}: known_hosts line {number}: "
-                                  f"{exc}") from None
+                raise Unsupported(
+                    f"ssh {target.label()}: known_hosts line {number}: {exc}"
+                ) from None
             if parsed is not None and parsed.key is not None:
                 for name in parsed.hostnames:
                     keys.add(name, parsed.key.get_name(), parsed.key)
     if not target.host_key and not target.known_hosts:
-        raise HostKeyError(f"ssh {target.label()}: no pinned host key or known_hosts: "
-                           "host keys are never accepted on first use")
+        raise HostKeyError(
+            f"ssh {target.label()}: no pinned host key or known_hosts: "
+            "host keys are never accepted on first use"
+        )
     return keys
 
 
@@ -91,26 +96,35 @@ def _connect(target: SSHTarget, timeout: float) -> paramiko.SSHClient:
     where = f"ssh {target.label()}"
     try:
         client.connect(
-            target.address, port=target.port, username=target.user, pkey=_load_key(target),
-            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-            channel_timeout=timeout, allow_agent=False, look_for_keys=False,
+            target.address,
+            port=target.port,
+            username=target.user,
+            pkey=_load_key(target),
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise HostKeyError(f"{where}: host key mismatch: the server offered "
-                           f"{exc.key.get_name()} {exc.key.fingerprint}, which is not "
-                           "the pinned key") from None
+        raise HostKeyError(
+            f"{where}: host key mismatch: the server offered "
+            f"{exc.key.get_name()} {exc.key.fingerprint}, which is not "
+            "the pinned key"
+        ) from None
     except paramiko.AuthenticationException:
         client.close()
-        raise AuthFailed(f"{where}: the server refused the key for user "
-                         f"{target.user!r}") from None
+        raise AuthFailed(f"{where}: the server refused the key for user {target.user!r}") from None
     except paramiko.SSHException as exc:
         client.close()
         if "not found in known_hosts" in str(exc):
-            raise HostKeyError(f"{where}: unknown host key (not pinned, not in "
-                               "known_hosts); refused") from None
+            raise HostKeyError(
+                f"{where}: unknown host key (not pinned, not in known_hosts); refused"
+            ) from None
         raise Unreachable(f"{where}: {exc}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         client.close()
         raise Unreachable(f"{where}: no answer within {timeout:g}s") from None
     except OSError as exc:
@@ -135,20 +149,23 @@ def _run(target: SSHTarget, command: str, stdin: bytes, timeout: float) -> Compl
         out, err = bytearray(), bytearray()
         while True:
             if time.monotonic() > deadline:
-                raise TimedOut(f"ssh {target.label()}: command still running after "
-                               f"{timeout:g}s")
+                raise TimedOut(f"ssh {target.label()}: command still running after {timeout:g}s")
             if channel.recv_ready():
                 out += channel.recv(65536)
             elif channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
-            elif channel.exit_status_ready() and not channel.recv_ready() \
-                    and not channel.recv_stderr_ready():
+            elif (
+                channel.exit_status_ready()
+                and not channel.recv_ready()
+                and not channel.recv_stderr_ready()
+            ):
                 break
             else:
                 time.sleep(0.02)
-        return Completed(channel.recv_exit_status(), out.decode(errors="replace"),
-                         err.decode(errors="replace"))
-    except (socket.timeout, TimeoutError):
+        return Completed(
+            channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+        )
+    except TimeoutError:
         raise TimedOut(f"ssh {target.label()}: no result within {timeout:g}s") from None
     except paramiko.SSHException as exc:
         raise DeviceError(f"ssh {target.label()}: {exc}") from None
@@ -156,14 +173,21 @@ def _run(target: SSHTarget, command: str, stdin: bytes, timeout: float) -> Compl
         client.close()
 
 
-async def run_command(target: SSHTarget, command: str, timeout: float,
-                      stdin: bytes = b"") -> Completed:
+async def run_command(
+    target: SSHTarget,
+    command: str,
+    timeout: float,  # noqa: ASYNC109 — bounds a thread/process too
+    stdin: bytes = b"",
+) -> Completed:
     """``command`` on ``target`` (stdin fed, never argv), bounded by ``timeout``."""
-    return await bounded(asyncio.to_thread(_run, target, command, stdin, timeout),
-                         timeout + 1.0, f"ssh {target.label()}")
+    return await bounded(
+        asyncio.to_thread(_run, target, command, stdin, timeout),
+        timeout + 1.0,
+        f"ssh {target.label()}",
+    )
 
 
-async def soft_fence(target: SSHTarget, command: str, timeout: float) -> CommandResult:
+async def soft_fence(target: SSHTarget, command: str, timeout: float) -> CommandResult:  # noqa: ASYNC109 — bounds a thread/process too
     """Run the soft-fence command (restart the host agent); report exit status and output.
 
     A non-zero exit is reported, not raised: the caller decides what it means.
@@ -183,7 +207,7 @@ _PROGRAM = re.compile(r"^fence_[a-z0-9_]+$")
 def proxy_runner(proxy: SSHTarget) -> Runner:
     """A fence-agent runner that executes the agent on ``proxy`` with stdin over SSH."""
 
-    async def run(program: str, stdin: bytes, timeout: float) -> Completed:
+    async def run(program: str, stdin: bytes, timeout: float) -> Completed:  # noqa: ASYNC109 — bounds a thread/process too
         if not _PROGRAM.match(program):
             raise Unsupported(f"fence proxy: {program!r} is not a fence agent name")
         command = f"PATH=$PATH:/usr/sbin:/sbin PYTHONWARNINGS=ignore {shlex.quote(program)}"

@@ -36,7 +36,7 @@ _SHA1 = 1  # RMCP+ authentication and integrity algorithm numbers for HMAC-SHA1(
 _NO_MATCHING_AUTH = 0x11
 
 
-class _Session(serversession.ServerSession):
+class _Session(serversession.ServerSession):  # type: ignore[misc]
     """A server session that refuses non-SHA1 proposals and can play dead."""
 
     bmc: SimulatedBmc
@@ -66,9 +66,15 @@ class Action:
 
 
 class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
-    def __init__(self, name: str, port: int, users: dict[str, str], power: str = "on",
-                 on_power_change: PowerCallback | None = None,
-                 power_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        users: dict[str, str],
+        power: str = "on",
+        on_power_change: PowerCallback | None = None,
+        power_delay: float = 0.0,
+    ) -> None:
         _ensure_anchor()
         super().__init__(users, port=port, address="127.0.0.1")
         _wake_io_thread()  # so the I/O thread's select() includes the new socket
@@ -87,10 +93,16 @@ class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
         if self.dead:
             return
         data = bytearray(data)
-        if len(data) >= 22 and data[0] == 6 and data[2:4] == b"\xff\x07" and \
-                data[4] == 6 and data[5] == 16:
-            _Session(self.authdata, self.kg, sockaddr, self.serversocket, data[16:],
-                     self.uuid, bmc=self)
+        if (
+            len(data) >= 22
+            and data[0] == 6
+            and data[2:4] == b"\xff\x07"
+            and data[4] == 6
+            and data[5] == 16
+        ):
+            _Session(
+                self.authdata, self.kg, sockaddr, self.serversocket, data[16:], self.uuid, bmc=self
+            )
             return
         super().sessionless_data(data, sockaddr)
 
@@ -152,8 +164,7 @@ class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
         handlers = ipmisession.Session.bmc_handlers
         handlers.pop(sock, None)
         for clientaddr, by_port in list(handlers.items()):
-            if isinstance(by_port, dict) and getattr(by_port.get(self.port), "bmc",
-                                                     None) is self:
+            if isinstance(by_port, dict) and getattr(by_port.get(self.port), "bmc", None) is self:
                 del by_port[self.port]
                 if not by_port:
                     handlers.pop(clientaddr, None)
@@ -208,11 +219,20 @@ class BmcFarm:
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def add(self, name: str, username: str, password: str, *, port: int | None = None,
-            power: str = "on", on_power_change: PowerCallback | None = None,
-            power_delay: float = 0.0) -> SimulatedBmc:
-        bmc = SimulatedBmc(name, port or free_udp_port(), {username: password}, power,
-                           on_power_change, power_delay)
+    def add(
+        self,
+        name: str,
+        username: str,
+        password: str,
+        *,
+        port: int | None = None,
+        power: str = "on",
+        on_power_change: PowerCallback | None = None,
+        power_delay: float = 0.0,
+    ) -> SimulatedBmc:
+        bmc = SimulatedBmc(
+            name, port or free_udp_port(), {username: password}, power, on_power_change, power_delay
+        )
         self.bmcs[name] = bmc
         self._start()
         return bmc
@@ -244,6 +264,7 @@ class BmcFarm:
     def __enter__(self) -> BmcFarm:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -58,29 +58,45 @@ def self_signed(cert: Path, key: Path) -> None:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hafence-redfish-emulator")])
     now = dt.datetime.now(dt.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(private.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-        ), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(private, hashes.SHA256())
     )
     cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key.chmod(0o600)
 
 
 class RedfishEmulator:
     """``with RedfishEmulator(user, password) as rf:`` -> rf.port, rf.cert (CA file)."""
 
-    def __init__(self, username: str, password: str, *, power: str = "On",
-                 power_delay: int | None = 0, port: int | None = None) -> None:
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        *,
+        power: str = "On",
+        power_delay: int | None = 0,
+        port: int | None = None,
+    ) -> None:
         self.username = username
         self._password = password
         self.power = power
@@ -105,8 +121,15 @@ class RedfishEmulator:
         digest = bcrypt.hashpw(self._password.encode(), bcrypt.gensalt(rounds=4)).decode()
         htpasswd.write_text(f"{self.username}:{digest}\n")
         config = self.dir / "emulator.conf"
-        systems = [{"uuid": SYSTEM_UUID, "name": "host", "power_state": self.power,
-                    "external_notifier": False, "nics": []}]
+        systems = [
+            {
+                "uuid": SYSTEM_UUID,
+                "name": "host",
+                "power_state": self.power,
+                "external_notifier": False,
+                "nics": [],
+            }
+        ]
         config.write_text(
             f"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n"
             f"SUSHY_EMULATOR_LISTEN_PORT = {self.port}\n"
@@ -121,7 +144,10 @@ class RedfishEmulator:
         log = open(self.dir / "emulator.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _LAUNCHER, delay, "--config", str(config), "--fake"],
-            stdout=log, stderr=log, start_new_session=True, cwd=self.dir,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=self.dir,
             env={**os.environ, "HOME": str(self.dir)},
         )
         log.close()
@@ -157,6 +183,7 @@ class RedfishEmulator:
     def __enter__(self) -> RedfishEmulator:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -30,8 +30,12 @@ def _free_tcp_port() -> int:
 
 def keygen(path: Path, kind: str = "ed25519") -> tuple[str, str]:
     """(private key text, public key 'TYPE BASE64') written at ``path``/``path``.pub."""
-    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "", "-f", str(path)],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "", "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     public = " ".join(path.with_suffix(".pub").read_text().split()[:2])
     return path.read_text(), public
 
@@ -75,7 +79,8 @@ class Sshd:
         )
         self.proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(config)],
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "sshd.log", "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "sshd.log", "wb"),  # noqa: SIM115
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -108,6 +113,7 @@ class Sshd:
     def __enter__(self) -> Sshd:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

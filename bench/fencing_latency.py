@@ -1,0 +1,122 @@
+"""Fencing driver latencies against the local simulators (all on 127.0.0.1).
+
+Prints, per driver, the median and min-max of several runs of ``status`` and of
+``off`` followed by ``on`` (each verified by polling, as the operator does).  Peers:
+simulated IPMI BMCs (pyghmi server side), Debian's fence_ipmilan, sushy-tools'
+Redfish emulator (fake driver, TLS, power changes applied without the emulator's
+random 1-11 s delay), a real sshd for the fence proxy and soft fencing.
+
+    .venv/bin/python bench/fencing_latency.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+from hafence.api.fenceagent import FenceAgentSpec
+from hafence.fencing.drivers import build_driver
+from hafence.fencing.protocol import Credentials, FenceDriver, SSHTarget
+from hafence.fencing.ssh import soft_fence
+from hafence.lab.bmc import BmcFarm
+from hafence.lab.redfish import RedfishEmulator
+from hafence.lab.sshd import Sshd
+
+USER, PASSWORD = "admin", "bench-Pa55word"
+
+
+def spec(type_: str, port: int, options: str = "") -> FenceAgentSpec:
+    return FenceAgentSpec.model_validate(
+        {
+            "hostRef": {"name": "bench"},
+            "type": type_,
+            "address": "127.0.0.1",
+            "port": port,
+            "credentialsSecretRef": {"name": "bmc"},
+            "options": options,
+            "timeoutSeconds": 10,
+            "powerWaitSeconds": 10,
+        }
+    )
+
+
+async def measure(fn: Callable[[], Awaitable[object]], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        await fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def fmt(samples: list[float]) -> str:
+    ms = [s * 1000 for s in samples]
+    return f"{statistics.median(ms):8.1f} ms  ({min(ms):.1f}-{max(ms):.1f})"
+
+
+async def bench_driver(name: str, driver: FenceDriver, runs: int) -> None:
+    status = await measure(driver.status, runs)
+
+    async def off_on() -> None:
+        await driver.off()
+        await driver.on()
+
+    cycle = await measure(off_on, runs)
+    print(f"{name:34s} status {fmt(status)}   off->on {fmt(cycle)}")
+
+
+async def main(runs: int) -> None:
+    creds = Credentials(USER, PASSWORD)
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, runs={runs}"
+    )
+    print(
+        "# median (min-max); off->on includes polling status until verified (poll interval 0.25 s)"
+    )
+    with BmcFarm() as farm, Sshd() as sshd:
+        bmc = farm.add("bench", USER, PASSWORD)
+        await bench_driver(
+            "ipmilan (native, pyghmi)", build_driver(spec("ipmilan", bmc.port), creds), runs
+        )
+        await bench_driver(
+            "fence_ipmilan (fence-agents)",
+            build_driver(spec("fence_ipmilan", bmc.port, "lanplus=yes"), creds),
+            runs,
+        )
+        proxy = SSHTarget(
+            address="127.0.0.1",
+            port=sshd.port,
+            user=sshd.user,
+            private_key=sshd.client_key,
+            host_key=sshd.host_key,
+            name="proxy",
+        )
+        await bench_driver(
+            "fence_ipmilan via SSH fence proxy",
+            build_driver(spec("ipmilan", bmc.port), creds, proxy),
+            runs,
+        )
+        soft = await measure(lambda: soft_fence(proxy, "true", 10), runs)
+        print(f"{'ssh soft fence (command `true`)':34s} run    {fmt(soft)}")
+    with RedfishEmulator(USER, PASSWORD, power_delay=0) as rf:
+        await bench_driver(
+            "redfish (native, TLS insecure)",
+            build_driver(spec("redfish", rf.port, "ssl_insecure=yes"), creds),
+            runs,
+        )
+        os.environ["SSL_CERT_FILE"] = str(rf.cert)
+        await bench_driver(
+            "redfish (native, TLS verified)", build_driver(spec("redfish", rf.port), creds), runs
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    asyncio.run(main(parser.parse_args().runs))
