@@ -164,12 +164,13 @@ class Lab:
         self.checker.notify = tl.notify
 
     def close(self) -> None:
+        # The operator first, while the watchers still record what it does on its way out.
+        if self.operator is not None:
+            _stop(self.operator)
         if self.checker is not None:
             self.checker.stop()
         if self.watchers is not None:
             self.watchers.stop()
-        if self.operator is not None:
-            _stop(self.operator)
         if self.dc is not None:
             self.dc.close()
         if self.api is not None:

@@ -197,12 +197,14 @@ def _record_times(lab: Lab, result: ScenarioResult, ha: set[str]) -> None:
         "ManuallyFenced",
         "Up",
     )
-    for victim in result.victims:
-        for phase in phases:
-            t = _phase_seen(lab, victim, phase, t0)
-            if t is not None:
-                key = phase if len(result.victims) == 1 else f"{victim}.{phase}"
-                result.times.setdefault(key, t - t0)
+    for phase in phases:
+        seen = {v: _phase_seen(lab, v, phase, t0) for v in result.victims}
+        for victim, t in seen.items():
+            if t is not None and len(seen) > 1:
+                result.times.setdefault(f"{victim}.{phase}", t - t0)
+        if all(t is not None for t in seen.values()):
+            # Several victims: when the last of them got there.
+            result.times.setdefault(phase, max(t for t in seen.values() if t is not None) - t0)
     for e in lab.timeline.since(t0):
         if e.kind == "bmc" and e.subject in result.victims and e.data.get("action") == "off":
             result.times.setdefault("bmc_off", e.t - t0)
