@@ -134,6 +134,7 @@ class Lab:
         self._install_crds()
         self.api.core.create_namespace({"metadata": {"name": self.namespace}})
         layout = host_layout(self.config.hosts)
+        layout_names = [name for name, _ in layout]
         self.dc = Datacenter(
             admin_kubeconfig=self.kubeconfig,
             namespace=self.namespace,
@@ -143,7 +144,9 @@ class Lab:
             notify=tl.notify,
         )
         self.dc.start()
-        self._apply(manifests(self.dc))
+        objects = manifests(self.dc)
+        vms = [o for o in objects if o["kind"] == "HAVirtualMachine"]
+        self._apply([o for o in objects if o["kind"] != "HAVirtualMachine"])
         tl.line(
             f"namespace {self.namespace}: {len(layout)} hosts "
             f"({', '.join(f'{n} [{r}]' for n, r in layout)}), "
@@ -162,6 +165,15 @@ class Lab:
             f"{self.policy.startup_quiet_period:g}s), agents booting (lease "
             f"{self.config.agent_lease}s)"
         )
+        watchers = self.watchers
+        self.wait_for(
+            "every host Up",
+            lambda: all(watchers.host_phase.get(h) == "Up" for h in layout_names),
+            60,
+        )
+        # The VMs once the datacenter is up, so each starts on the host it prefers
+        # instead of all of them on the first host that came up.
+        self._apply(vms)
         self.wait_steady(first=True)
         # From here on VM processes are part of the timeline.
         self.checker.notify = tl.notify

@@ -476,15 +476,11 @@ def rack_failure(lab: Lab, result: ScenarioResult) -> None:
     result.check("no power action reached a host outside the rack", not others, f"{others}")
     for v in victims:
         result.check(f"{v}'s BMC powered it back on", "on" in acts[v], f"{acts[v]}")
-    verified = [_phase_seen(lab, v, "Rebooting", result.t0) for v in victims]
-    proof = max((t for t in verified if t is not None), default=None)
-    _no_early_start(
-        lab,
-        result,
-        ha,
-        proof if None not in verified else None,
-        "the rack's hosts were verified off",
-    )
+    for v in victims:
+        # Each VM waits for its own host's proof, not for the whole rack's.
+        mine = {n for n in ha if result.moves.get(n, [None])[0] == v}
+        verified = _phase_seen(lab, v, "Rebooting", result.t0)
+        _no_early_start(lab, result, mine, verified, f"{v} was verified off")
     _check_common(lab, result, ha, pets)
 
 
