@@ -63,11 +63,19 @@ def test_checker_sees_a_vm_on_two_hosts(tmp_path: Path) -> None:
     procs = [_fake_vm(f"{ns}/vm1", tmp_path / "a"), _fake_vm(f"{ns}/vm2", tmp_path / "b")]
     try:
         checker = InvariantChecker(lambda: vm_processes(bins, ns))
-        wait_for(lambda: (checker.sample_once(), len(checker.running()) == 2)[1])
+
+        def sampled(pred: Callable[[], Any]) -> Callable[[], Any]:
+            def check() -> Any:
+                checker.sample_once()
+                return pred()
+
+            return check
+
+        wait_for(sampled(lambda: len(checker.running()) == 2))
         assert checker.running() == {"vm1": ["host-a"], "vm2": ["host-b"]}
         assert not checker.violations
         procs.append(_fake_vm(f"{ns}/vm1", tmp_path / "b"))
-        wait_for(lambda: (checker.sample_once(), checker.violations)[1])
+        wait_for(sampled(lambda: checker.violations))
         (violation,) = checker.violations
         assert violation.key == f"{ns}/vm1"
         assert {h for h, _ in violation.where} == {"host-a", "host-b"}
