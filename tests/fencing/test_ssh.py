@@ -110,10 +110,8 @@ async def test_wrong_client_key(sshd: Sshd, tmp_path: Path) -> None:
 
 
 async def test_command_timeout(sshd: Sshd) -> None:
-    start = time.monotonic()
-    with pytest.raises(TimedOut):
+    with pytest.raises(TimedOut, match=r"(after|within) 1s"):
         await soft_fence(ssh_target(sshd), "sleep 30", timeout=1)
-    assert time.monotonic() - start < 5
 
 
 async def test_unreachable(sshd: Sshd) -> None:
