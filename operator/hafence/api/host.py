@@ -120,11 +120,12 @@ class FencingStatus(Model):
 
     outage_id: str | None = Field(default=None, alias="outageID")
     outage_start_time: datetime | None = Field(
-        default=None, description="When the lease expired: FenceConfirmations made "
-        "before this are stale."
+        default=None,
+        description="When the lease expired: FenceConfirmations made before this are stale.",
     )
     boot_id_at_outage: str | None = Field(
-        default=None, alias="bootIDAtOutage",
+        default=None,
+        alias="bootIDAtOutage",
         description="The boot ID when the outage began; a different one later means "
         "the host really rebooted.",
     )
