@@ -29,11 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import statistics
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hafence.lab.runner import Lab, LabConfig, LabError
@@ -110,7 +112,14 @@ def bench(profile: str, scenarios: list[str], runs: int) -> tuple[list[ScenarioR
     return results, lab
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
+    # SIGTERM (and SIGINT even in the background) unwind through the labs' cleanup.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     p = argparse.ArgumentParser(prog="bench/ttr.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--profile", default="both", choices=["lab", "production", "both"])

@@ -16,6 +16,7 @@ from hafence.lab.datacenter import BMC_USER, Datacenter
 
 CLUSTER = "lab"
 VM_COMMAND = ["/bin/sleep", "infinity"]
+FENCE_AGENT_TIMEOUT = 5  # seconds per BMC operation (FenceAgent timeoutSeconds)
 
 
 def _secret(name: str, data: dict[str, bytes], labels: dict[str, str]) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def manifests(dc: Datacenter) -> list[dict[str, Any]]:
                     "credentialsSecretRef": {"name": f"{host.name}-bmc"},
                     "options": "lanplus=1",
                     "order": 1,
-                    "timeoutSeconds": 5,
+                    "timeoutSeconds": FENCE_AGENT_TIMEOUT,
                     "powerWaitSeconds": 10,
                 },
             }
