@@ -54,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--namespace", help="namespace to create (default hafence-lab-<random>)")
     p.add_argument(
+        "--keep-namespace",
+        action="store_true",
+        help="with --kubeconfig/--use-current-cluster: leave the namespace "
+        "(and its resources) behind for inspection instead of deleting it",
+    )
+    p.add_argument(
         "--lease-duration",
         type=int,
         help="agents' lease duration in seconds (default 3 lab, 10 production)",
@@ -101,9 +107,13 @@ def hosts_for(names: list[str], requested: int | None) -> int:
         return max(3, need)
     short = [n for n in names if SCENARIOS[n].min_hosts > requested]
     if short:
+        why = (
+            "the operator does not fence when half a cluster's hosts are unreachable at once"
+            if need > 2
+            else "one to fail and one to take its VMs"
+        )
         raise LabError(
-            f"--hosts {requested}: {', '.join(short)} needs at least {need} hosts (the "
-            "operator does not fence when half a cluster's hosts are unreachable at once)"
+            f"--hosts {requested}: {', '.join(short)} needs at least {need} hosts ({why})"
         )
     return requested
 
@@ -163,6 +173,8 @@ def main(argv: list[str]) -> int:
     try:
         if args.repeat < 1:
             raise LabError(f"--repeat {args.repeat!r}: must be at least 1")
+        if args.lease_duration is not None and args.lease_duration < 3:
+            raise LabError(f"--lease-duration {args.lease_duration!r}: at least 3 seconds")
         names = scenarios_for(args.scenario)
         config = LabConfig(
             hosts=hosts_for(names, args.hosts),
@@ -171,6 +183,7 @@ def main(argv: list[str]) -> int:
             namespace=args.namespace,
             lease_duration=args.lease_duration,
             operator_args=list(args.operator_arg),
+            keep_namespace=args.keep_namespace,
             out=out,
         )
     except LabError as exc:
