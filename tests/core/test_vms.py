@@ -52,7 +52,8 @@ def test_priority_and_anti_affinity_in_one_pass() -> None:
 def test_runtime_drives_vm_phase() -> None:
     rig = Rig()
     cluster(rig, n=1)
-    rig.feed(m.VMObserved(0.0, "web", vm_spec()))
+    # Not HA: a Failed report leaves it Failed where it is (HA VMs: test_failed_restart).
+    rig.feed(m.VMObserved(0.0, "web", vm_spec(ha=False)))
     vm = rig.engine.vms["web"]
     assert vm.phase == "Scheduled" and vm.host == "h1" and vm.epoch == 1
     rig.feed(

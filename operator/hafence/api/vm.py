@@ -117,6 +117,13 @@ class HAVirtualMachineStatus(Model):
     placement_epoch: int = 0
     restart_count: int = 0
     last_failure_reason: str | None = None
+    failed_restarts: int = Field(
+        default=0,
+        ge=0,
+        description="Restarts on another host after the agent reported the VM Failed on a "
+        "healthy host, in a row; at the operator's limit the VM stays Failed.  Editing the "
+        "spec starts a fresh count.",
+    )
     next_placement_time: datetime | None = None
     placement_attempts: int = Field(
         default=0, ge=0, description="Failed placement tries since the VM became Pending."

@@ -352,10 +352,10 @@ class Engine:
         self.vmbook.host_unknown(rec.name)
 
     def vms_back(self, rec: HostRecord, now: float) -> None:
-        self.vmbook.host_back(rec.name)
+        self.vmbook.host_back(rec.name, now)
 
     def host_up(self, rec: HostRecord, now: float) -> None:
-        self.vmbook.host_back(rec.name)
+        self.vmbook.host_back(rec.name, now)
         self.vmbook.retry_now(rec.spec.cluster, now)
 
     def act(self, action: m.Action) -> None:

@@ -117,6 +117,7 @@ def vm_status(rec: VMRecord) -> HAVirtualMachineStatus:
         placement_epoch=rec.epoch,
         restart_count=rec.restart_count,
         last_failure_reason=rec.last_failure_reason,
+        failed_restarts=rec.failed_restarts,
         next_placement_time=to_datetime(rec.next_placement),
         placement_attempts=rec.attempts,
         last_host=rec.holder,
@@ -131,6 +132,7 @@ def restore_vm(rec: VMRecord, status: HAVirtualMachineStatus) -> None:
     rec.epoch = status.placement_epoch
     rec.restart_count = status.restart_count
     rec.last_failure_reason = status.last_failure_reason
+    rec.failed_restarts = status.failed_restarts
     rec.next_placement = to_seconds(status.next_placement_time)
     rec.attempts = status.placement_attempts
     # Older statuses lack lastHost: a placed VM may run where it is placed.

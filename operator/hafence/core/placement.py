@@ -30,12 +30,16 @@ def priority_key(name: str, spec: HAVirtualMachineSpec) -> tuple[int, str]:
 
 
 def choose_host(
-    spec: HAVirtualMachineSpec, hosts: Iterable[HostView], only: str | None = None
+    spec: HAVirtualMachineSpec,
+    hosts: Iterable[HostView],
+    only: str | None = None,
+    avoid: str | None = None,
 ) -> tuple[str | None, str]:
     """The host to place on, or None and a message saying why none fits.
 
     ``only``: the VM may still run there (its previous host, not proven off), so that is
-    the one host it may be placed on.
+    the one host it may be placed on.  ``avoid``: the VM just failed there (its agent
+    gave up on it), so this try looks elsewhere.
     """
     place = spec.placement
     res = spec.resources
@@ -48,6 +52,8 @@ def choose_host(
         total += 1
         if only is not None and h.name != only:
             why = f"VM may still run on {only}"
+        elif h.name == avoid:
+            why = "the VM just failed there"
         elif not h.schedulable:
             why = "not Up"
         elif any(h.labels.get(k) != v for k, v in place.host_selector.items()):

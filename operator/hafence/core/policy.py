@@ -44,6 +44,11 @@ class Settings:
     vm_retry_fast_interval: float = 30.0
     vm_retry_fast_count: int = 10
     vm_retry_slow_interval: float = 1800.0
+    # An HA VM its agent reports Failed on a healthy host (crash budget spent there, or
+    # it cannot start) is restarted on another host of its cluster at most this many
+    # times in a row; then it stays Failed.  Three hosts failing one VM in a row says the
+    # VM is broken, not the hosts.  Editing the VM's spec starts a fresh count.
+    max_failed_restarts: int = 3
     # Added to lease expiry + watchdog timeout before self-fencing counts as proof.
     self_fence_safety_margin: float = 15.0
     # Host.status.lastHeartbeatTime is refreshed at most this often (plus on every
@@ -77,6 +82,10 @@ class Settings:
             raise ValueError(
                 f"Settings.fence_retry_factor must be >= 1, got {self.fence_retry_factor!r}"
             )
+        if self.max_failed_restarts < 0:
+            raise ValueError(
+                f"Settings.max_failed_restarts must be >= 0, got {self.max_failed_restarts!r}"
+            )
         if self.max_concurrent_fences < 1:
             raise ValueError(
                 f"Settings.max_concurrent_fences must be >= 1, got {self.max_concurrent_fences!r}"
@@ -103,6 +112,12 @@ class Settings:
         """Delay before fencing attempt ``attempt + 1`` of an Isolated host."""
         delay = self.fence_retry_base * self.fence_retry_factor ** max(attempt - 1, 0)
         return min(delay, self.fence_retry_max)
+
+    def failed_restart_delay(self, restarts: int) -> float:
+        """Delay before failure restart number ``restarts`` (1-based): the first at once
+        (oVirt restarts an HA VM that went down right away), the next ones on the VM
+        retry schedule, so a VM that fails everywhere does not hop hosts in a hot loop."""
+        return 0.0 if restarts <= 1 else self.vm_retry_delay(restarts - 1)
 
     def vm_retry_delay(self, failed_attempts: int) -> float:
         """Delay before the next placement try after ``failed_attempts`` failures."""

@@ -87,6 +87,11 @@ class VMRecord:
     restart_pending: bool = False  # re-placing after a release: counts as an HA restart
     runtime: RuntimeStatus | None = None
     unschedulable_since: float | None = None
+    # Restarts elsewhere after the agent reported the VM Failed on a healthy host, in a
+    # row (bounded by Settings.max_failed_restarts; reset by a spec change).
+    failed_restarts: int = 0
+    # The host the VM just failed on: not a candidate for the next placement try.
+    avoid: str | None = None
 
     @property
     def cluster(self) -> str:

@@ -86,6 +86,10 @@ class VMBook:
             self.observe_runtime(now, name, status.runtime, hosts)
 
     def _spec_changed(self, rec: VMRecord, now: float) -> None:
+        # A person acted on the VM (fixed its command, ...): failures count afresh, and
+        # a VM that stays Failed on its host is re-placed by the runtime check that
+        # follows in ``observe``.
+        rec.failed_restarts = 0
         if rec.spec.run_strategy == "Halted":
             if rec.host is not None:
                 self._move(rec, None)
@@ -145,9 +149,9 @@ class VMBook:
         host = hosts.get(rec.host)
         if host is None or host.phase is not Phase.UP:
             return
-        self._phase_from_runtime(rec)
+        self._phase_from_runtime(rec, now)
 
-    def _phase_from_runtime(self, rec: VMRecord) -> None:
+    def _phase_from_runtime(self, rec: VMRecord, now: float) -> None:
         rt = rec.runtime
         phase = rec.phase
         if rt is None or rt.host != rec.host or rt.placement_epoch != rec.epoch:
@@ -155,20 +159,64 @@ class VMBook:
         elif rt.state == "Running":
             phase = "Running"
         elif rt.state == "Failed":
+            message = rt.message or "failed on its host"
+            if self._restartable(rec):
+                self._restart_failed(rec, message, now)
+                return
             phase = "Failed"
-            if rec.last_failure_reason != (rt.message or "failed on its host"):
-                rec.last_failure_reason = rt.message or "failed on its host"
-                self._emit(
-                    rec.name,
-                    "VMFailed",
-                    f"agent of {rec.host} gave up: {rec.last_failure_reason}",
-                    "Warning",
+            reason, detail = message, message
+            if rec.spec.highly_available and rec.spec.run_strategy == "Always":
+                detail = (
+                    f"{message}; not restarted again after {rec.failed_restarts} "
+                    "restart(s) on other hosts "
+                    f"(max_failed_restarts {self.settings.max_failed_restarts})"
                 )
+                reason = f"failed on {rec.host}: {detail}"
+            if rec.last_failure_reason != reason:
+                rec.last_failure_reason = reason
+                self._emit(
+                    rec.name, "VMFailed", f"agent of {rec.host} gave up: {detail}", "Warning"
+                )
+                self._dirty(rec)
         else:
             phase = "Scheduled"
         if phase != rec.phase:
             rec.phase = phase
             self._dirty(rec)
+
+    def _restartable(self, rec: VMRecord) -> bool:
+        """May a Failed report (already checked: from ``rec.host``, current epoch) move
+        the VM?  S1: only if that host is also the one that may run it (the holder), so
+        its agent's "Failed" (stopped, never started again under this epoch) is the
+        word of the only host that could run it."""
+        return (
+            rec.spec.highly_available
+            and rec.spec.run_strategy == "Always"
+            and rec.holder == rec.host
+            and rec.failed_restarts < self.settings.max_failed_restarts
+        )
+
+    def _restart_failed(self, rec: VMRecord, message: str, now: float) -> None:
+        failed_on = rec.host
+        rec.failed_restarts += 1
+        rec.last_failure_reason = f"failed on {failed_on}: {message}"
+        self._emit(
+            rec.name,
+            "VMFailed",
+            f"agent of {failed_on} gave up: {message}; restarting on another host "
+            f"({rec.failed_restarts}/{self.settings.max_failed_restarts})",
+            "Warning",
+        )
+        self._set_holder(rec, None)
+        self._move(rec, None)
+        rec.phase = "Pending"
+        self.pending.add(rec.name)
+        rec.restart_pending = True
+        rec.attempts = 0
+        rec.avoid = failed_on
+        rec.unschedulable = rec.unschedulable_since = None
+        rec.next_placement = now + self.settings.failed_restart_delay(rec.failed_restarts)
+        self.wake = True
 
     # ------------------------------------------------------------ host changes
 
@@ -184,10 +232,10 @@ class VMBook:
                     "Warning",
                 )
 
-    def host_back(self, host: str) -> None:
+    def host_back(self, host: str, now: float) -> None:
         for rec in self.on_host(host):
             if rec.host == host:
-                self._phase_from_runtime(rec)
+                self._phase_from_runtime(rec, now)
 
     def release(self, host: HostRecord, proof: str, now: float) -> tuple[str, ...]:
         released = []
@@ -252,7 +300,10 @@ class VMBook:
         due.sort(key=lambda v: placement.priority_key(v.name, v.spec))
         views = self._views(hosts, {v.cluster for v in due})
         for rec in due:
-            target, why = placement.choose_host(rec.spec, views.values(), only=rec.holder)
+            target, why = placement.choose_host(
+                rec.spec, views.values(), only=rec.holder, avoid=rec.avoid
+            )
+            rec.avoid = None  # only the first try after a failure looks elsewhere
             if target is None:
                 self._unschedulable(rec, now, why)
                 continue

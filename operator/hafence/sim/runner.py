@@ -17,7 +17,7 @@ from hafence.core.policy import Settings
 from hafence.sim.scenario import SETTINGS_KEYS, Command, Scenario, parse_scenario
 from hafence.sim.world import DEVICE_VERBS, HOST_VERBS, VHost, World
 
-SIM_DEFAULTS = {"lease": 10.0, "boot": 20.0, "ssh_timeout": 10.0}
+SIM_DEFAULTS = {"lease": 10.0, "boot": 20.0, "ssh_timeout": 10.0, "crash_budget": 5.0}
 
 
 def _host_spec(h: VHost) -> HostSpec:
@@ -44,7 +44,7 @@ class Simulation:
         self.sc = scenario
         self.sim = {**SIM_DEFAULTS, **scenario.sim}
         values = {SETTINGS_KEYS[k]: v for k, v in scenario.settings.items()}
-        for k in ("max_concurrent_fences", "vm_retry_fast_count"):
+        for k in ("max_concurrent_fences", "vm_retry_fast_count", "max_failed_restarts"):
             if k in values:
                 values[k] = int(values[k])
         values.setdefault("startup_quiet_period", 0.0)
@@ -55,6 +55,7 @@ class Simulation:
         self.world = World(
             scenario.hosts, scenario.fences, self.sim["boot"], self.log, self.violation
         )
+        self.world.crash_budget = self.sim["crash_budget"]
         self.hosts = self.world.hosts
         self.devices = self.world.devices
         self.host_specs = {n: _host_spec(h) for n, h in self.hosts.items()}
@@ -318,16 +319,20 @@ class Simulation:
                 and self.vm_specs[name].run_strategy == "Always"
             )
             epoch = st.placement_epoch if st is not None else 0
-            if placed_here and name not in h.running:
-                h.running.add(name)
-                self.log("world", f"{h.name}: agent started {name}")
-            elif not placed_here and name in h.running:
+            failed = None
+            if placed_here:
+                failed = self.world.vm_failed(h, name, epoch)
+            elif name in h.running:
                 h.running.discard(name)
                 self.log(
                     "world", f"{h.name}: agent stopped {name} (placed on {st.host if st else None})"
                 )
             rt = None
-            if placed_here:
+            if failed is not None:
+                rt = RuntimeStatus(
+                    host=h.name, state="Failed", placement_epoch=epoch, message=failed
+                )
+            elif placed_here:
                 rt = RuntimeStatus(host=h.name, state="Running", placement_epoch=epoch)
             elif st is not None and st.host is None and st.last_host == h.name:
                 rt = RuntimeStatus(host=h.name, state="Stopped", placement_epoch=epoch)
@@ -345,6 +350,8 @@ class Simulation:
             self.world.command(c.verb, c.args, c.line)
         elif c.verb == "heal":
             self.world.heal()
+        elif c.verb in ("crashes-forever", "stops-crashing"):
+            self.world.vm_command(c.verb, c.args, c.line, set(self.vm_specs))
         elif c.verb in ("confirm", "confirm-if-off"):
             if arg not in self.hosts:
                 raise ValueError(f"line {c.line}: {arg!r} is not a host")

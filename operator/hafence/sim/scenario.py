@@ -8,6 +8,7 @@
     fence host1-ipmi host=host1 type=ipmilan order=1
     vm web cluster=a prio=High cpu=2 mem=2048 on=host1 [ha=no] [group=g] [prefer=h2,h3]
     at 30 kill-agent host1
+    at 40 crashes-forever web host1     (or: anywhere)
     run 300
 
 Every error names the line and the offending word.
@@ -30,8 +31,9 @@ SETTINGS_KEYS = {
     "vm_retry_count": "vm_retry_fast_count",
     "vm_retry_slow": "vm_retry_slow_interval",
     "margin": "self_fence_safety_margin",
+    "failed_restarts": "max_failed_restarts",
 }
-SIM_KEYS = {"lease", "boot", "ssh_timeout"}
+SIM_KEYS = {"lease", "boot", "ssh_timeout", "crash_budget"}
 COMMANDS = {
     "power-off": 1,
     "power-on": 1,
@@ -57,6 +59,8 @@ COMMANDS = {
     "maintenance": 2,
     "confirm-if-off": 1,
     "heal": 0,
+    "crashes-forever": 2,
+    "stops-crashing": 1,
 }
 
 

@@ -8,7 +8,10 @@ Physics kept deliberately simple and explicit:
   agent (not ready until its first reconciliation, S3);
 - BMCs live on the host's standby power (pulling the cable kills them), PDUs do not;
 - an armed watchdog: an agent that cannot renew for the timeout kills its VMs; a host
-  whose agent is dead or frozen is reset by the hardware watchdog.
+  whose agent is dead or frozen is reset by the hardware watchdog;
+- a VM that "crashes forever" on a host keeps dying there: the agent spends its crash
+  restart budget (``crash_budget`` seconds of virtual time) and then reports it Failed
+  for that placement epoch, stopped, never started again under that epoch.
 """
 
 from __future__ import annotations
@@ -129,6 +132,12 @@ class World:
             if dev.pdu:
                 self.hosts[dev.d.host].outlets[dev.d.name] = True
         self.boot_seconds = boot_seconds
+        self.crash_budget = 5.0
+        # VM -> hosts it crashes on ("*": every host); (host, VM, epoch) the agent gave
+        # up on; (host, VM) -> when the agent last started it.
+        self.crashing: dict[str, set[str]] = {}
+        self.given_up: set[tuple[str, str, int]] = set()
+        self.started: dict[tuple[str, str], float] = {}
         self.log = log
         self.violation = violation
         self.now = 0.0
@@ -226,6 +235,44 @@ class World:
             for h in self.hosts.values()
             if h.name != host and vm in h.running and h.powered and not h.frozen
         )
+
+    # ------------------------------------------------------------ VM crashes
+
+    def crashes(self, vm: str, host: str) -> bool:
+        where = self.crashing.get(vm, set())
+        return host in where or "*" in where
+
+    def vm_failed(self, h: VHost, vm: str, epoch: int) -> str | None:
+        """The agent's verdict on a VM placed on ``h`` at ``epoch``: the reason it gave up
+        (the VM is stopped there), or None (it runs, started now if it was not)."""
+        key = (h.name, vm, epoch)
+        if key in self.given_up:
+            return "crashed 6 times (restart limit 5); last: exited with code 1"
+        if vm not in h.running:
+            h.running.add(vm)
+            self.started[(h.name, vm)] = self.now
+            self.log("world", f"{h.name}: agent started {vm}")
+        since = self.started.setdefault((h.name, vm), self.now)
+        if self.crashes(vm, h.name) and self.now - since >= self.crash_budget:
+            h.running.discard(vm)
+            self.given_up.add(key)
+            self.log("world", f"{h.name}: {vm} keeps crashing: the agent gives up (Failed)")
+            return self.vm_failed(h, vm, epoch)
+        return None
+
+    def vm_command(self, verb: str, args: tuple[str, ...], line: int, vms: set[str]) -> None:
+        if args[0] not in vms:
+            raise ValueError(f"line {line}: {args[0]!r} is not a VM")
+        if verb == "stops-crashing":
+            self.crashing.pop(args[0], None)
+            return
+        where = "*" if args[1] == "anywhere" else args[1]
+        if where != "*" and where not in self.hosts:
+            raise ValueError(f"line {line}: {args[1]!r} is neither a host nor 'anywhere'")
+        self.crashing.setdefault(args[0], set()).add(where)
+        for h in self.hosts.values():
+            if args[0] in h.running:
+                self.started[(h.name, args[0])] = self.now  # the crashes begin now
 
     # ------------------------------------------------------------ commands
 
