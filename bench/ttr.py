@@ -125,7 +125,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--profile", default="both", choices=["lab", "production", "both"])
     p.add_argument("--scenario", action="append", choices=ORDER)
     p.add_argument("--json", type=Path, help="also write every result as JSON here")
+    p.add_argument("--from-json", type=Path, help="print the tables of a saved --json run")
     args = p.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        for profile, items in saved.items():
+            results = [ScenarioResult.from_json(d) for d in items]
+            print(f"\n## profile {profile} (from {args.from_json})")
+            print(table("time per step", results, "steps"))
+            print()
+            print(table("operator overhead beyond the configured timeouts", results, "overheads"))
+        return 0
     scenarios = args.scenario or list(ORDER)
     profiles = ["lab", "production"] if args.profile == "both" else [args.profile]
     print(

@@ -112,7 +112,25 @@ class ScenarioResult:
         for k in ("soft_fence", "fence", "release_to_running", "confirm_to_running"):
             v = steps[k]
             out[k] = None if v is None else v - a.get(k, 0.0)
+        present = [v for v in out.values() if v is not None]
+        out["total"] = sum(present) if present else None
         return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScenarioResult:
+        """Back from :meth:`to_json` (for re-reading saved benchmark results)."""
+        return cls(
+            scenario=data["scenario"],
+            victims=list(data["victims"]),
+            checks=[Check(**c) for c in data["checks"]],
+            times=dict(data["times"]),
+            allowed=dict(data["allowed"]),
+            bmc_actions=dict(data["bmc_actions"]),
+            soft_fenced=list(data["soft_fenced"]),
+            moves=dict(data["moves"]),
+            pids_before=dict(data.get("pids_before", {})),
+            error=data.get("error"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
