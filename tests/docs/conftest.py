@@ -20,7 +20,8 @@ import pytest
 
 from hafence.kube import Api
 from hafence.lab.bmc import BmcFarm, SimulatedBmc
-from hafence.lab.controlplane import ControlPlane
+from hafence.lab.controlplane import ControlPlane, free_port
+from hafence.lab.sshd import keygen
 from tests.operator.conftest import heartbeats, start_operator  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ USER, PASSWORD = "power-only", "Gu1de-ipmi-pw"  # asserted never to show up in o
 # What the guide's shell may find on PATH: the real kubectl and hafence, make for the
 # Makefile targets, and what hack/kind.sh needs to say it skips.  Never docker or kind:
 # the kind targets must take their documented "skipped" path here.
-TOOLS = ("make", "dirname", "sed", "grep")
+TOOLS = ("bash", "make", "dirname", "sed", "grep")
 
 
 @pytest.fixture
@@ -129,3 +130,19 @@ def ha_vm(name: str, preferred: str, cluster: str = "prod-a") -> dict[str, Any]:
 
 def status(api: Api, kind: str, namespace: str, name: str) -> dict[str, Any]:
     return api.get(kind, namespace, name).get("status") or {}
+
+
+def ssh_to_nowhere(api: Api, namespace: str, tmp: Path) -> dict[str, Any]:
+    """An SSH block whose port nobody listens on: what a cut network looks like."""
+    private, _ = keygen(tmp / "operator-key")
+    _, host_key = keygen(tmp / "host-key")
+    api.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "hafence-ssh"}, "stringData": {"ssh-privatekey": private}}
+    )
+    return {
+        "port": free_port(),
+        "user": "root",
+        "privateKeySecretRef": {"name": "hafence-ssh", "key": "ssh-privatekey"},
+        "hostKey": host_key,
+        "timeoutSeconds": 3,
+    }

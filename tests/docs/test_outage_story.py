@@ -15,18 +15,25 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hafence.kube import Api, load_api
+from hafence.kube import load_api
 from hafence.lab.bmc import BmcFarm
-from hafence.lab.controlplane import ControlPlane, free_port
-from hafence.lab.sshd import keygen
+from hafence.lab.controlplane import ControlPlane
 from tests.operator.conftest import Heartbeats, OperatorProcess, dump, wait_for
 
-from .conftest import PASSWORD, USER, ha_vm, host, ipmi_agent, ipmi_secret, status
+from .conftest import (
+    PASSWORD,
+    USER,
+    ha_vm,
+    host,
+    ipmi_agent,
+    ipmi_secret,
+    ssh_to_nowhere,
+    status,
+)
 
 pytestmark = pytest.mark.controlplane
 HOSTS = ("hv-a1", "hv-a2", "hv-a3")
@@ -67,22 +74,6 @@ class Outage:
     vm_described: str
     new_home: str
     events: list[dict[str, Any]]
-
-
-def ssh_to_nowhere(api: Api, namespace: str, tmp: Path) -> dict[str, Any]:
-    """An SSH block whose port nobody listens on: what a cut network looks like."""
-    private, _ = keygen(tmp / "operator-key")
-    _, host_key = keygen(tmp / "host-key")
-    api.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "hafence-ssh"}, "stringData": {"ssh-privatekey": private}}
-    )
-    return {
-        "port": free_port(),
-        "user": "root",
-        "privateKeySecretRef": {"name": "hafence-ssh", "key": "ssh-privatekey"},
-        "hostKey": host_key,
-        "timeoutSeconds": 3,
-    }
 
 
 @pytest.fixture(scope="module")

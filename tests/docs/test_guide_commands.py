@@ -1,0 +1,565 @@
+"""Every command of the user guide is exercised by a test.
+
+The guide is README.md, docs/deploy.md, docs/agent.md, docs/lab.md and
+manifests/samples/README.md.  Its commands are
+- every line of a fenced block tagged sh/bash/shell/console/zsh (continuations joined,
+  a trailing `# comment` dropped), and
+- every list item that starts with a `kubectl ...` or `hafence ...` code span (the
+  README's Troubleshooting list: commands a reader types, with NAME/NS placeholders).
+Today only README.md, docs/deploy.md and manifests/samples/README.md have such blocks;
+docs/agent.md has no code block, and docs/lab.md has an untagged usage synopsis
+(`hafence lab [--scenario ...]`, not a command line), a placeholder for pasted output and
+a Python example, none of them shell.  All five are scanned so that a shell block added
+to any of them is caught.
+
+Each command is either run here for real, by /bin/bash in the repository, with the real
+kubectl and hafence first on PATH and $KUBECONFIG naming the test control plane (no
+docker or kind on PATH), with these substitutions and nothing else:
+- the namespace `dc1` -> the test's namespace; NAME and NS -> a host or agent of the
+  test's datacenter and its namespace;
+- `kubectl -n hafence-system rollout status ...` gets `--timeout=1s`: no
+  controller-manager runs here, so the rollout never completes (the test checks the
+  command finds the Deployment and waits on it);
+or it is mapped to the test that runs exactly that command (RUN_ELSEWHERE, whose node
+ids are collected by pytest to prove they exist), or it cannot run here at all
+(NOT_RUN: Docker, the whole suite, the whole lab), with the reason and the tests that
+check the nearest thing.  A command added to the guide and found in none of the three
+tables fails test_every_guide_command_is_accounted_for, naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hafence.kube import Api
+from hafence.lab.bmc import BmcFarm
+from hafence.lab.controlplane import ControlPlane
+from tests.operator.conftest import Heartbeats, OperatorProcess, wait_for
+
+from .conftest import (
+    PASSWORD,
+    ROOT,
+    USER,
+    Shell,
+    ha_vm,
+    host,
+    ipmi_agent,
+    ipmi_secret,
+    ssh_to_nowhere,
+    status,
+)
+
+GUIDE = (
+    "README.md",
+    "docs/deploy.md",
+    "docs/agent.md",
+    "docs/lab.md",
+    "manifests/samples/README.md",
+)
+SHELL_TAGS = {"sh", "bash", "shell", "console", "zsh"}
+FENCE = re.compile(r"^\s*```\s*(\S*)")
+LIST_COMMAND = re.compile(r"^\s*[-*] `((?:kubectl|hafence) [^`]+)`")
+
+
+@dataclass(frozen=True)
+class Command:
+    text: str
+    where: str  # file:line
+
+
+def _strip_comment(line: str) -> str:
+    """Drop a trailing shell comment: a # after whitespace, outside quotes."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def guide_commands() -> list[Command]:
+    found: list[Command] = []
+    for name in GUIDE:
+        lines = (ROOT / name).read_text().splitlines()
+        tag: str | None = None  # inside a fence: its tag ("" when untagged)
+        pending, start = "", 0
+        for number, line in enumerate(lines, 1):
+            fence = FENCE.match(line)
+            if fence:
+                tag = fence.group(1).lower() if tag is None else None
+                continue
+            if tag is None:
+                if m := LIST_COMMAND.match(line):
+                    found.append(Command(m.group(1), f"{name}:{number}"))
+                continue
+            if tag not in SHELL_TAGS:
+                continue
+            text = line.strip().removeprefix("$ ")
+            if not pending:
+                start = number
+            if text.endswith("\\"):
+                pending += text[:-1].strip() + " "
+                continue
+            command = _strip_comment(pending + text)
+            pending = ""
+            if command:
+                found.append(Command(command, f"{name}:{start}"))
+    return found
+
+
+COMMANDS = guide_commands()
+
+
+# ---- the tables: how each command of the guide is exercised ------------------------------
+
+# command -> the test of this module that runs it
+RUN_HERE: dict[str, str] = {
+    # README "Installing into a cluster" and docs/deploy.md "Installing"
+    "kubectl apply --server-side -k manifests/base": "test_install_commands",
+    "kubectl -n hafence-system rollout status deployment/hafence-operator": (
+        "test_install_commands"
+    ),
+    "kubectl apply -k manifests/base": "test_install_commands",
+    "kubectl apply -k manifests/overlays/ha": "test_install_commands",
+    "kubectl apply -k manifests/overlays/namespaced": "test_install_commands",
+    # docs/deploy.md: a datacenter namespace and per-host agent identities
+    "kubectl create namespace dc1": "test_datacenter_namespace_and_agent_identity",
+    "kubectl apply --server-side -k manifests/overlays/datacenter -n dc1": (
+        "test_datacenter_namespace_and_agent_identity"
+    ),
+    "kubectl -n dc1 create serviceaccount hafence-agent-hv-01": (
+        "test_datacenter_namespace_and_agent_identity"
+    ),
+    "kubectl -n dc1 create rolebinding hafence-agent-hv-01 --role=hafence-agent "
+    "--serviceaccount=dc1:hafence-agent-hv-01": "test_datacenter_namespace_and_agent_identity",
+    "kubectl -n dc1 create token hafence-agent-hv-01 --duration=720h": (
+        "test_datacenter_namespace_and_agent_identity"
+    ),
+    # manifests/samples/README.md
+    "kubectl apply -n dc1 -f manifests/samples/": "test_samples_apply_and_list",
+    "kubectl get hafence -n dc1": "test_samples_apply_and_list",
+    # README "Declaring hosts and fence agents" and Troubleshooting
+    "hafence fence-agent test hv-a1-ilo -n dc1": "test_power_management_commands",
+    "kubectl get fenceagents -n dc1": "test_power_management_commands",
+    "hafence power hv-a1 status -n dc1": "test_power_management_commands",
+    "hafence fence-agent test NAME -n NS": "test_power_management_commands",
+    # README "Confirming an isolated host" and Troubleshooting
+    'kubectl annotate host hv-a3 -n dc1 hafence.io/confirm-rebooted="power cable pulled, '
+    'checked on site"': "test_confirm_isolated_host_and_troubleshoot",
+    "kubectl describe host NAME -n NS": "test_confirm_isolated_host_and_troubleshoot",
+    "kubectl get host NAME -n NS -o jsonpath='{.status.fencing}'": (
+        "test_confirm_isolated_host_and_troubleshoot"
+    ),
+    # docs/deploy.md "kind": without Docker and kind they take their documented skip
+    "make kind-up": "test_kind_targets_skip_without_docker",
+    "make kind-e2e": "test_kind_targets_skip_without_docker",
+    "./hack/kind.sh kind-down": "test_kind_targets_skip_without_docker",
+}
+
+
+@dataclass(frozen=True)
+class NotRun:
+    why: str
+    nearest: tuple[str, ...]  # node ids of the tests that check the nearest thing
+
+
+# command -> tests that run exactly that command (none today: every command that can
+# run here is run above; kept so that a command moved to another test is mapped here)
+RUN_ELSEWHERE: dict[str, tuple[str, ...]] = {}
+
+E2E = "tests/e2e/test_scenarios.py::"
+NOT_RUN: dict[str, NotRun] = {
+    "make demo": NotRun(
+        "plays every lab scenario (minutes); test_make_recipes checks it runs "
+        "`hafence lab --scenario all`, and the e2e tests play each scenario through the "
+        "lab's Python API (no test runs the `hafence lab` CLI end to end)",
+        (
+            E2E + "test_agent_crash_is_soft_fenced",
+            E2E + "test_network_cut_is_hard_fenced_and_ha_vms_move",
+            E2E + "test_power_loss_waits_for_confirmation",
+            E2E + "test_rack_failure_fences_each_host_of_the_rack",
+            "tests/docs/test_guide_commands.py::test_make_recipes",
+        ),
+    ),
+    "make test": NotRun(
+        "is this test suite itself; test_make_recipes checks it runs `pytest -q tests`",
+        ("tests/docs/test_guide_commands.py::test_make_recipes",),
+    ),
+    "docker build -t registry.example.com/infra/hafence:0.1.0 .": NotRun(
+        "needs a Docker engine (none on this project's machines); the Dockerfile is "
+        "linted and the wheel is built from exactly the build context",
+        (
+            "tests/deploy/test_deploy_image.py::test_hadolint_is_clean",
+            "tests/deploy/test_deploy_image.py::test_final_stage_is_slim_non_root_without_build_tools",
+            "tests/deploy/test_deploy_image.py::test_build_context_builds_the_wheel",
+        ),
+    ),
+    "docker push registry.example.com/infra/hafence:0.1.0": NotRun(
+        "needs Docker and a registry off this machine (tests never leave loopback)",
+        ("tests/deploy/test_deploy_image.py::test_hadolint_is_clean",),
+    ),
+}
+
+
+def command(text: str) -> Command:
+    """The guide's command with this text: a test runs what the guide says, not a copy."""
+    for c in COMMANDS:
+        if c.text == text:
+            return c
+    raise AssertionError(f"the guide no longer has the command {text!r}: update RUN_HERE")
+
+
+def run(
+    shell: Shell, text: str, *, ok: bool = True, **subs: str
+) -> subprocess.CompletedProcess[str]:
+    """Runs the guide's command `text` with `dc1` and the placeholders substituted."""
+    line = re.sub(r"\bdc1\b", shell.namespace, command(text).text)
+    for placeholder, value in subs.items():
+        line = re.sub(rf"\b{placeholder}\b", value, line)
+    done = shell.run(line)
+    print(f"$ {line}\n{done.stdout}{done.stderr}")
+    if ok:
+        assert done.returncode == 0, f"{line!r} exited {done.returncode}: {done.stderr}"
+    return done
+
+
+# ---- the guide is fully accounted for -----------------------------------------------------
+
+
+def test_the_guide_has_commands() -> None:
+    # The extractor works: a guide whose blocks stopped being found must not pass.
+    files = {c.where.split(":")[0] for c in COMMANDS}
+    assert files == {"README.md", "docs/deploy.md", "manifests/samples/README.md"}, files
+    assert len(COMMANDS) >= 25, COMMANDS
+
+
+def test_every_guide_command_is_accounted_for() -> None:
+    tables = RUN_HERE.keys() | RUN_ELSEWHERE.keys() | NOT_RUN.keys()
+    overlap = [c for c in tables if sum(c in t for t in (RUN_HERE, RUN_ELSEWHERE, NOT_RUN)) > 1]
+    assert not overlap, f"commands in more than one table: {overlap}"
+    unmapped = [f"{c.where}: {c.text}" for c in COMMANDS if c.text not in tables]
+    assert not unmapped, (
+        "commands in the guide that no test runs or maps (add them to RUN_HERE with a "
+        "test that runs them, to RUN_ELSEWHERE, or to NOT_RUN with the reason):\n"
+        + "\n".join(unmapped)
+    )
+    texts = {c.text for c in COMMANDS}
+    stale = sorted(c for c in tables if c not in texts)
+    assert not stale, f"mapped commands no longer in the guide: {stale}"
+    missing = {t for t in RUN_HERE.values() if not callable(globals().get(t))}
+    assert not missing, f"RUN_HERE names tests that do not exist: {missing}"
+
+
+def test_mapped_tests_exist() -> None:
+    ids = sorted(
+        {i for ids in RUN_ELSEWHERE.values() for i in ids}
+        | {i for n in NOT_RUN.values() for i in n.nearest}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *ids],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    collected = set(proc.stdout.splitlines())
+    absent = [i for i in ids if i not in collected]
+    assert not absent, f"mapped tests not collected: {absent}\n{proc.stdout}{proc.stderr}"
+
+
+# ---- the commands, run for real -------------------------------------------------------------
+
+
+def _refuse_stale_crds() -> None:
+    """Applying an old copy of a CRD would break the rest of the session's tests."""
+    source = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
+    copy = {p.name: p.read_text() for p in (ROOT / "manifests/base/crds").glob("*.yaml")}
+    if source != copy:
+        pytest.fail("manifests/base/crds differs from crds/: run hack/sync_generated.py")
+
+
+def _deployment(control_plane: ControlPlane, jsonpath: str) -> str:
+    return control_plane.kubectl(
+        "get",
+        "deployment",
+        "hafence-operator",
+        "-n",
+        "hafence-system",
+        "-o",
+        f"jsonpath={jsonpath}",
+    ).stdout
+
+
+@pytest.mark.controlplane
+def test_install_commands(shell: Shell, control_plane: ControlPlane) -> None:
+    _refuse_stale_crds()
+    # docs/deploy.md first: server-side apply takes over fields that an earlier
+    # client-side apply owns only with --force-conflicts, which the guide does not say.
+    run(shell, "kubectl apply --server-side -k manifests/base")
+    assert _deployment(control_plane, "{.spec.replicas}") == "1"
+    for crd in ("hosts", "fenceagents", "havirtualmachines", "fenceconfirmations"):
+        control_plane.kubectl("get", "crd", f"{crd}.hafence.io")
+    waited = shell.run(
+        command("kubectl -n hafence-system rollout status deployment/hafence-operator").text
+        + " --timeout=1s"
+    )
+    # Found and waited on (no controller-manager here ever rolls it out).
+    assert "not found" not in waited.stderr, waited.stderr
+    assert "Waiting for deployment" in waited.stdout + waited.stderr, waited
+
+    run(shell, "kubectl apply -k manifests/base")
+    assert _deployment(control_plane, "{.spec.replicas}") == "1"
+    run(shell, "kubectl apply -k manifests/overlays/ha")
+    assert _deployment(control_plane, "{.spec.replicas}") == "2"
+    pdb = control_plane.kubectl("get", "pdb", "hafence-operator", "-n", "hafence-system")
+    assert pdb.returncode == 0
+    run(shell, "kubectl apply -k manifests/overlays/namespaced")
+    env = _deployment(
+        control_plane,
+        '{.spec.template.spec.containers[0].env[?(@.name=="HAFENCE_NAMESPACES")].value}',
+    )
+    assert env == "dc1,dc2"
+    for ns in ("dc1", "dc2"):
+        control_plane.kubectl("get", "rolebinding", "hafence-operator", "-n", ns)
+
+
+@pytest.mark.controlplane
+def test_datacenter_namespace_and_agent_identity(control_plane: ControlPlane, shell: Shell) -> None:
+    shell.namespace = f"dc-{uuid.uuid4().hex[:8]}"  # `create namespace` needs a new one
+    run(shell, "kubectl create namespace dc1")
+    control_plane.kubectl("get", "namespace", shell.namespace)
+    run(shell, "kubectl apply --server-side -k manifests/overlays/datacenter -n dc1")
+    control_plane.kubectl("get", "role", "hafence-agent", "-n", shell.namespace)
+    control_plane.kubectl("get", "serviceaccount", "hafence-agent", "-n", shell.namespace)
+
+    run(shell, "kubectl -n dc1 create serviceaccount hafence-agent-hv-01")
+    run(
+        shell,
+        "kubectl -n dc1 create rolebinding hafence-agent-hv-01 --role=hafence-agent "
+        "--serviceaccount=dc1:hafence-agent-hv-01",
+    )
+    token = run(shell, "kubectl -n dc1 create token hafence-agent-hv-01 --duration=720h").stdout
+    token = token.strip()
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["sub"] == f"system:serviceaccount:{shell.namespace}:hafence-agent-hv-01"
+    assert claims["exp"] - claims["iat"] == 720 * 3600  # this API server sets no cap
+
+    def can_i(*args: str) -> str:
+        # The token alone, as the host's kubeconfig would hold it (no client cert).
+        return subprocess.run(
+            [
+                str(control_plane.binaries.kubectl),
+                "--kubeconfig=/dev/null",
+                f"--server={control_plane.url}",
+                f"--certificate-authority={control_plane.dir / 'pki' / 'ca.crt'}",
+                f"--token={token}",
+                "auth",
+                "can-i",
+                *args,
+                "-n",
+                shell.namespace,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout.strip()
+
+    assert can_i("update", "leases.coordination.k8s.io") == "yes"
+    assert can_i("patch", "havirtualmachines.hafence.io", "--subresource=status") == "yes"
+    assert can_i("get", "secrets") == "no"
+    assert can_i("create", "fenceconfirmations.hafence.io") == "no"
+
+
+@pytest.mark.controlplane
+def test_samples_apply_and_list(control_plane: ControlPlane, shell: Shell) -> None:
+    shell.namespace = f"dc-{uuid.uuid4().hex[:8]}"
+    run(shell, "kubectl create namespace dc1")
+    run(shell, "kubectl apply -n dc1 -f manifests/samples/")
+    docs = [
+        d
+        for path in sorted((ROOT / "manifests/samples").glob("*.yaml"))
+        for d in yaml.safe_load_all(path.read_text())
+        if d
+    ]
+    for d in docs:
+        got = control_plane.kubectl(
+            "get", d["kind"].lower(), d["metadata"]["name"], "-n", shell.namespace, check=False
+        )
+        assert got.returncode == 0, f"{d['kind']} {d['metadata']['name']}: {got.stderr}"
+    listed = run(shell, "kubectl get hafence -n dc1").stdout
+    ours = [d for d in docs if d["apiVersion"].startswith("hafence.io/")]
+    assert {d["kind"] for d in ours} == {
+        "Host",
+        "FenceAgent",
+        "HAVirtualMachine",
+        "FenceConfirmation",
+    }
+    for d in ours:
+        plural = {"HAVirtualMachine": "havirtualmachine"}.get(d["kind"], d["kind"].lower())
+        assert f"{plural}.hafence.io/{d['metadata']['name']} " in listed, (d, listed)
+    assert "CHANGE-ME" not in listed  # the category shows no Secret
+
+
+@pytest.mark.controlplane
+def test_power_management_commands(api: Api, namespace: str, shell: Shell, bmcs: BmcFarm) -> None:
+    # The README's names: host hv-a1 with its agent hv-a1-ilo, here an ipmilan agent on
+    # a simulated BMC (an iLO2 speaks IPMI too; no iLO2 simulator exists here).
+    bmc = bmcs.add("hv-a1", USER, PASSWORD, power="on")
+    ipmi_secret(api, namespace)
+    api.create("Host", namespace, host("hv-a1"))
+    api.create("FenceAgent", namespace, ipmi_agent("hv-a1-ilo", "hv-a1", bmc))
+
+    done = run(shell, "hafence fence-agent test hv-a1-ilo -n dc1")
+    assert done.stdout.startswith("hv-a1-ilo: power on"), done.stdout
+    st = status(api, "FenceAgent", namespace, "hv-a1-ilo")
+    assert st["lastTestResult"] == "Succeeded" and st["powerState"] == "on", st
+    assert st["lastTestTime"]
+
+    table = run(shell, "kubectl get fenceagents -n dc1").stdout.splitlines()
+    assert table[0].split()[:6] == ["NAME", "HOST", "TYPE", "ORDER", "POWER", "REACHABLE"]
+    assert table[1].split()[:6] == ["hv-a1-ilo", "hv-a1", "ipmilan", "1", "on", "True"], table
+
+    done = run(shell, "hafence power hv-a1 status -n dc1")
+    assert "power on" in done.stdout and "hv-a1-ilo" in done.stdout, done.stdout
+    assert bmc.action_names == []  # neither a test nor a status switches power
+
+    # Troubleshooting: a failing test says why.  Refused credentials, then a dead BMC.
+    ipmi_secret(api, namespace, "wrong", password="N0t-the-pw")
+    api.create("FenceAgent", namespace, ipmi_agent("hv-a1-bad", "hv-a1", bmc, secret="wrong"))
+    done = run(
+        shell, "hafence fence-agent test NAME -n NS", ok=False, NAME="hv-a1-bad", NS=namespace
+    )
+    assert done.returncode == 1 and "AuthFailed" in done.stderr, done.stderr
+    bmc.dead = True
+    done = run(
+        shell, "hafence fence-agent test NAME -n NS", ok=False, NAME="hv-a1-ilo", NS=namespace
+    )
+    assert done.returncode == 1 and "TimedOut" in done.stderr, done.stderr
+    reachable = [
+        c
+        for c in status(api, "FenceAgent", namespace, "hv-a1-ilo")["conditions"]
+        if c["type"] == "Reachable"
+    ]
+    assert reachable[0]["status"] == "False" and reachable[0]["reason"] == "TimedOut"
+    for out in (done.stdout, done.stderr):
+        assert PASSWORD not in out and "N0t-the-pw" not in out
+
+
+@pytest.mark.controlplane
+def test_confirm_isolated_host_and_troubleshoot(
+    api: Api,
+    namespace: str,
+    shell: Shell,
+    heartbeats: Heartbeats,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    # hv-a3 lost power with its BMC: no fence agent answers for it, nor its SSH port.
+    for name in ("hv-a1", "hv-a2", "hv-a3"):
+        body = host(name)
+        if name == "hv-a3":
+            body["spec"]["ssh"] = ssh_to_nowhere(api, namespace, tmp_path)
+        api.create("Host", namespace, body)
+        heartbeats.start(name)
+    api.create("HAVirtualMachine", namespace, ha_vm("db-primary", preferred="hv-a3"))
+    op = start_operator("--policy", "startup_quiet_period=0")
+    wait_for(
+        lambda: status(api, "HAVirtualMachine", namespace, "db-primary").get("host") == "hv-a3",
+        what="db-primary on hv-a3",
+    )
+    heartbeats.stop("hv-a3")
+    wait_for(
+        lambda: status(api, "Host", namespace, "hv-a3").get("phase") == "Isolated",
+        what="hv-a3 Isolated",
+    )
+    assert status(api, "HAVirtualMachine", namespace, "db-primary")["host"] == "hv-a3"
+
+    # Troubleshooting an Isolated host, before confirming it.
+    described = run(shell, "kubectl describe host NAME -n NS", NAME="hv-a3", NS=namespace).stdout
+    for reason in ("HostConnecting", "SoftFenceStarted", "SoftFenceFailed", "HostIsolated"):
+        assert reason in described, described
+    fencing = run(
+        shell,
+        "kubectl get host NAME -n NS -o jsonpath='{.status.fencing}'",
+        NAME="hv-a3",
+        NS=namespace,
+    ).stdout
+    got = json.loads(fencing)
+    print(got)
+    # "outage ID, attempt, level, last action and its result"
+    assert got["outageID"].startswith("hv-a3-"), got
+    assert got["lastAction"] == "soft-fence", got
+    assert "Unable to connect" in got["lastResult"], got
+
+    run(
+        shell,
+        'kubectl annotate host hv-a3 -n dc1 hafence.io/confirm-rebooted="power cable pulled, '
+        'checked on site"',
+    )
+    (fc,) = wait_for(
+        lambda: api.list("FenceConfirmation", namespace)["items"], what="a FenceConfirmation"
+    )
+    assert fc["spec"] == {
+        "hostRef": {"name": "hv-a3"},
+        "reason": "power cable pulled, checked on site",
+    }
+    wait_for(
+        lambda: (
+            status(api, "FenceConfirmation", namespace, fc["metadata"]["name"]).get("phase")
+            == "Applied"
+        ),
+        what="the confirmation Applied",
+    )
+    moved = wait_for(
+        lambda: (
+            status(api, "HAVirtualMachine", namespace, "db-primary").get("host")
+            in ("hv-a1", "hv-a2")
+        ),
+        what="db-primary restarted elsewhere",
+    )
+    assert moved
+    described = run(shell, "kubectl describe host NAME -n NS", NAME="hv-a3", NS=namespace).stdout
+    assert "ConfirmationApplied" in described, described
+    fencing = run(
+        shell,
+        "kubectl get host NAME -n NS -o jsonpath='{.status.fencing}'",
+        NAME="hv-a3",
+        NS=namespace,
+    ).stdout
+    assert json.loads(fencing)["proof"] == "confirmation", fencing
+
+    assert op.proc.poll() is None, op.output()
+
+
+def test_kind_targets_skip_without_docker(shell: Shell) -> None:
+    # PATH has no docker and no kind: each says it skips and why, and succeeds.
+    for text in ("make kind-up", "make kind-e2e", "./hack/kind.sh kind-down"):
+        done = run(shell, text)
+        assert done.stdout.startswith("skipped:") and "docker" in done.stdout.lower(), done.stdout
+
+
+def test_make_recipes(shell: Shell) -> None:
+    """`make demo` and `make test` cannot run here (see NOT_RUN): what they would run."""
+    for target, recipe in (
+        ("demo", ".venv/bin/hafence lab --scenario all"),
+        ("test", ".venv/bin/pytest -q tests"),
+    ):
+        done = shell.run(f"make -n {target}")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == recipe, done.stdout
