@@ -96,6 +96,10 @@ class World:
             for vm, h in VMS.items()
         }
         self.runtime: dict[str, RuntimeStatus] = {}
+        # The truth the core must respect (S1): the host each VM may run on and the
+        # placement epoch it got there, until a ReleaseVMs of that host or that host's
+        # agent reporting it Stopped/Failed at that epoch or later frees it.
+        self.may_run: dict[str, tuple[str, int] | None] = {vm: (h, 1) for vm, h in VMS.items()}
         self.conf: dict[str, tuple[str, float]] = {}
         self.conf_status: dict[str, FenceConfirmationStatus] = {}
         self.maintenance = dict.fromkeys(HOSTS, False)
@@ -161,8 +165,14 @@ class World:
             if isinstance(a, m.PlaceVM):
                 assert a.previous_host in (None, a.host), f"S1: {a}"
                 assert e.hosts[a.host].phase is Phase.UP, a
+                cur = self.may_run.get(a.vm)
+                assert cur is None or cur[0] == a.host, f"S1: {a} while it may run on {cur}"
+                self.may_run[a.vm] = (a.host, a.epoch)
             if isinstance(a, m.ReleaseVMs):
                 assert e.hosts[a.host].phase in RELEASED_PHASES, a
+                for v in a.vms:
+                    if (self.may_run.get(v) or ("", 0))[0] == a.host:
+                        self.may_run[v] = None
             if isinstance(a, m.WriteHostStatus):
                 self.host_status[a.host] = HostStatus.model_validate(a.status.to_k8s())
             if isinstance(a, m.WriteVMStatus):
@@ -221,6 +231,9 @@ class World:
             epoch = max(self.engine.vms[vm].epoch + delta, 0)
             rt = RuntimeStatus(host=h, state=state, placement_epoch=epoch)
             self.runtime[vm] = rt
+            cur = self.may_run.get(vm)
+            if cur is not None and cur[0] == h and state != "Running" and epoch >= cur[1]:
+                self.may_run[vm] = None  # that agent stopped it and will not restart it
             self.feed(m.VMRuntimeObserved(self.now, vm, rt))
         elif kind == "maintenance":
             self.maintenance[s[1]] = s[2]
