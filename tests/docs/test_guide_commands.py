@@ -91,34 +91,36 @@ def _strip_comment(line: str) -> str:
     return line.rstrip()
 
 
-def guide_commands() -> list[Command]:
+def commands_of(name: str, markdown: str) -> list[Command]:
     found: list[Command] = []
-    for name in GUIDE:
-        lines = (ROOT / name).read_text().splitlines()
-        tag: str | None = None  # inside a fence: its tag ("" when untagged)
-        pending, start = "", 0
-        for number, line in enumerate(lines, 1):
-            fence = FENCE.match(line)
-            if fence:
-                tag = fence.group(1).lower() if tag is None else None
-                continue
-            if tag is None:
-                if m := LIST_COMMAND.match(line):
-                    found.append(Command(m.group(1), f"{name}:{number}"))
-                continue
-            if tag not in SHELL_TAGS:
-                continue
-            text = line.strip().removeprefix("$ ")
-            if not pending:
-                start = number
-            if text.endswith("\\"):
-                pending += text[:-1].strip() + " "
-                continue
-            command = _strip_comment(pending + text)
-            pending = ""
-            if command:
-                found.append(Command(command, f"{name}:{start}"))
+    tag: str | None = None  # inside a fence: its tag ("" when untagged)
+    pending, start = "", 0
+    for number, line in enumerate(markdown.splitlines(), 1):
+        fence = FENCE.match(line)
+        if fence:
+            tag = fence.group(1).lower() if tag is None else None
+            continue
+        if tag is None:
+            if m := LIST_COMMAND.match(line):
+                found.append(Command(m.group(1), f"{name}:{number}"))
+            continue
+        if tag not in SHELL_TAGS:
+            continue
+        text = line.strip().removeprefix("$ ")
+        if not pending:
+            start = number
+        if text.endswith("\\"):
+            pending += text[:-1].strip() + " "
+            continue
+        command = _strip_comment(pending + text)
+        pending = ""
+        if command:
+            found.append(Command(command, f"{name}:{start}"))
     return found
+
+
+def guide_commands() -> list[Command]:
+    return [c for name in GUIDE for c in commands_of(name, (ROOT / name).read_text())]
 
 
 COMMANDS = guide_commands()
@@ -247,11 +249,16 @@ def test_the_guide_has_commands() -> None:
     assert len(COMMANDS) >= 25, COMMANDS
 
 
+def unaccounted(commands: list[Command]) -> list[str]:
+    tables = RUN_HERE.keys() | RUN_ELSEWHERE.keys() | NOT_RUN.keys()
+    return [f"{c.where}: {c.text}" for c in commands if c.text not in tables]
+
+
 def test_every_guide_command_is_accounted_for() -> None:
     tables = RUN_HERE.keys() | RUN_ELSEWHERE.keys() | NOT_RUN.keys()
     overlap = [c for c in tables if sum(c in t for t in (RUN_HERE, RUN_ELSEWHERE, NOT_RUN)) > 1]
     assert not overlap, f"commands in more than one table: {overlap}"
-    unmapped = [f"{c.where}: {c.text}" for c in COMMANDS if c.text not in tables]
+    unmapped = unaccounted(COMMANDS)
     assert not unmapped, (
         "commands in the guide that no test runs or maps (add them to RUN_HERE with a "
         "test that runs them, to RUN_ELSEWHERE, or to NOT_RUN with the reason):\n"
@@ -262,6 +269,40 @@ def test_every_guide_command_is_accounted_for() -> None:
     assert not stale, f"mapped commands no longer in the guide: {stale}"
     missing = {t for t in RUN_HERE.values() if not callable(globals().get(t))}
     assert not missing, f"RUN_HERE names tests that do not exist: {missing}"
+
+
+def test_a_new_command_is_named() -> None:
+    """What the check above sees when someone adds commands to the guide."""
+    markdown = (
+        "Intro `kubectl get pods` in prose is not a command.\n"
+        "```bash\n"
+        "$ kubectl get havms -n dc1   # HOST, PHASE\n"
+        "kubectl -n dc1 create rolebinding x \\\n"
+        "    --role=hafence-agent\n"
+        "hafence annotate 'a # b'\n"
+        "```\n"
+        "```yaml\n"
+        "kubectl: not a command in YAML\n"
+        "```\n"
+        "- `hafence power NAME off -n NS` — powers it off.\n"
+        "```sh\n"
+        "make demo\n"
+        "```\n"
+    )
+    found = commands_of("NEW.md", markdown)
+    assert [c.text for c in found] == [
+        "kubectl get havms -n dc1",
+        "kubectl -n dc1 create rolebinding x --role=hafence-agent",
+        "hafence annotate 'a # b'",
+        "hafence power NAME off -n NS",
+        "make demo",
+    ]
+    assert unaccounted(found) == [
+        "NEW.md:3: kubectl get havms -n dc1",
+        "NEW.md:4: kubectl -n dc1 create rolebinding x --role=hafence-agent",
+        "NEW.md:6: hafence annotate 'a # b'",
+        "NEW.md:11: hafence power NAME off -n NS",
+    ]
 
 
 def test_mapped_tests_exist() -> None:

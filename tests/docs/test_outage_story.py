@@ -47,7 +47,7 @@ def described_rows(described: str) -> list[tuple[str, str]]:
     """(reason, message) of each row of the Events table of `kubectl describe`, in order."""
     _, sep, table = described.partition("\nEvents:")
     assert sep, f"no Events section:\n{described}"
-    rows = [m.group(2, 3) for line in table.splitlines() if (m := ROW.match(line))]
+    rows = [(m[2], m[3]) for line in table.splitlines() if (m := ROW.match(line))]
     assert rows, described
     return rows
 
