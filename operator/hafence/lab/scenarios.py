@@ -285,8 +285,11 @@ def _allowed_detection(lab: Lab, result: ScenarioResult, expiry: float | None) -
         return
     pol = lab.policy
     result.allowed["Connecting"] = expiry - result.t0
-    vms = sum(1 for n in result.moves if n)  # VMs on the victim at the fault
-    result.allowed["SoftFencing"] = result.allowed["Connecting"] + pol.grace(vms)
+    # The grace grows with the VMs of each host; with several victims, the busiest.
+    per_host = [
+        sum(1 for where in result.moves.values() if where[:1] == [v]) for v in result.victims
+    ]
+    result.allowed["SoftFencing"] = result.allowed["Connecting"] + pol.grace(max(per_host))
 
 
 def _check_common(lab: Lab, result: ScenarioResult, ha: set[str], pets: set[str]) -> None:
