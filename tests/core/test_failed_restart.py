@@ -174,3 +174,31 @@ def test_settings_reject_a_negative_limit() -> None:
         Settings(max_failed_restarts=-1)
     assert Settings().failed_restart_delay(1) == 0.0
     assert Settings().failed_restart_delay(2) == Settings().vm_retry_fast_interval
+
+
+def test_a_vm_that_ran_long_enough_before_failing_starts_a_fresh_count() -> None:
+    rig = Rig(max_failed_restarts=1, failed_restart_reset=600)
+    cluster(rig, n=3)
+    hosts = ["h1", "h2", "h3"]
+    place(rig, "web", "h1")
+    vm = rig.engine.vms["web"]
+    failed(rig, "web", "h1", 1)  # 1/1
+    second = vm.host or ""
+    rt = RuntimeStatus(host=second, state="Running", placement_epoch=vm.epoch)
+    rig.feed(m.VMRuntimeObserved(rig.now, "web", rt))
+    keep_alive(rig, 599, hosts)
+    failed(rig, "web", second, vm.epoch)  # ran 599 s < 600: the row goes on, it gives up
+    assert vm.phase == "Failed" and vm.failed_restarts == 1
+
+    rig2 = Rig(max_failed_restarts=1, failed_restart_reset=600)
+    cluster(rig2, n=3)
+    place(rig2, "web", "h1")
+    vm2 = rig2.engine.vms["web"]
+    failed(rig2, "web", "h1", 1)
+    second = vm2.host or ""
+    rt = RuntimeStatus(host=second, state="Running", placement_epoch=vm2.epoch)
+    rig2.feed(m.VMRuntimeObserved(rig2.now, "web", rt))
+    keep_alive(rig2, 600, hosts)
+    failed(rig2, "web", second, vm2.epoch)  # ran 600 s: a fresh row, restarted again
+    assert vm2.phase == "Scheduled" and vm2.host not in (None, second)
+    assert vm2.failed_restarts == 1 and vm2.restart_count == 2

@@ -47,8 +47,11 @@ class Settings:
     # An HA VM its agent reports Failed on a healthy host (crash budget spent there, or
     # it cannot start) is restarted on another host of its cluster at most this many
     # times in a row; then it stays Failed.  Three hosts failing one VM in a row says the
-    # VM is broken, not the hosts.  Editing the VM's spec starts a fresh count.
+    # VM is broken, not the hosts.  The row is broken by editing the VM's spec, or by
+    # the VM having run this long at its placement before it failed (seconds, counted
+    # from its first Running report for that placement this operator saw).
     max_failed_restarts: int = 3
+    failed_restart_reset: float = 3600.0
     # Added to lease expiry + watchdog timeout before self-fencing counts as proof.
     self_fence_safety_margin: float = 15.0
     # Host.status.lastHeartbeatTime is refreshed at most this often (plus on every
@@ -69,6 +72,7 @@ class Settings:
             "vm_retry_fast_interval",
             "vm_retry_slow_interval",
             "self_fence_safety_margin",
+            "failed_restart_reset",
         ):
             value = getattr(self, name)
             if value < 0:

@@ -88,8 +88,11 @@ class VMRecord:
     runtime: RuntimeStatus | None = None
     unschedulable_since: float | None = None
     # Restarts elsewhere after the agent reported the VM Failed on a healthy host, in a
-    # row (bounded by Settings.max_failed_restarts; reset by a spec change).
+    # row (bounded by Settings.max_failed_restarts; see failed_restart_reset).
     failed_restarts: int = 0
+    # When this operator first saw the VM Running at its current placement (not
+    # persisted: after a restart the window starts again, the conservative side).
+    running_since: float | None = None
     # The host the VM just failed on: not a candidate for the next placement try.
     avoid: str | None = None
 

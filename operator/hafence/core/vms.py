@@ -1,4 +1,13 @@
-"""The VMs' side of the core: placement records, release, restarts and retries."""
+"""The VMs' side of the core: placement records, release, restarts and retries.
+
+Two kinds of HA restart elsewhere: after the VM's host is proven off (``release``), and
+after the agent of a healthy (Up) host reports the VM ``Failed`` at its current placement
+(``_restart_failed``).  The agent's Failed means the VM is not running there and will not
+be started again under that placement epoch (docs/agent.md), so only such a report, from
+the host that may run the VM (its holder) about the current epoch, frees the VM (S1).
+Failure restarts skip the host the VM just failed on for the first try, are spaced by the
+VM retry schedule, and stop after ``Settings.max_failed_restarts`` in a row (Failed).
+"""
 
 from __future__ import annotations
 
@@ -114,6 +123,7 @@ class VMBook:
         return rec.cluster
 
     def _move(self, rec: VMRecord, host: str | None) -> None:
+        rec.running_since = None
         self._unindex(rec)
         rec.host = host
         rec.epoch += 1
@@ -158,8 +168,13 @@ class VMBook:
             phase = "Scheduled"
         elif rt.state == "Running":
             phase = "Running"
+            if rec.running_since is None:
+                rec.running_since = now
         elif rt.state == "Failed":
             message = rt.message or "failed on its host"
+            since = rec.running_since
+            if since is not None and now - since >= self.settings.failed_restart_reset:
+                rec.failed_restarts = 0  # it ran long enough here: not a row of failures
             if self._restartable(rec):
                 self._restart_failed(rec, message, now)
                 return
