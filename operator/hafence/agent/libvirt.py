@@ -14,6 +14,7 @@ grace period; the self-fencing kill is ``destroy`` at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import shlex
@@ -28,6 +29,9 @@ from hafence.api.vm import Runtime
 
 _PROMPT = "virsh # "
 _RUNNING = {"running", "paused", "blocked", "in shutdown", "pmsuspended"}
+
+
+log = logging.getLogger(__name__)
 
 
 class VirshError(RuntimeError):
@@ -157,11 +161,37 @@ class LibvirtDriver:
                 assert lv.domain_name is not None
                 domain = lv.domain_name
             if self.domstate(lv.uri, domain) not in _RUNNING:
-                sh.run("start", domain)
+                started = LocalVM(key=key, driver=self.name, epoch=epoch, uri=lv.uri, domain=domain)
+                try:
+                    sh.run("start", domain)
+                except VirshError as exc:
+                    # "start" without an answer may still bring the domain up.  Failed
+                    # tells the operator the VM is not running here (it may then start
+                    # it elsewhere), so that must be made true first.
+                    if not self._confirmed_off(started):
+                        log.error(
+                            "virsh start %s: %s; domain state unconfirmed: kept "
+                            "as this host's, so observation and the S3 sweep "
+                            "handle it",
+                            domain,
+                            exc,
+                        )
+                        return started
+                    raise
         except VirshError as exc:
             field = "domainXML" if lv.domain_xml is not None else "domainName"
             raise StartError(f"spec.runtime.libvirt.{field} ({lv.uri}): {exc}") from None
         return LocalVM(key=key, driver=self.name, epoch=epoch, uri=lv.uri, domain=domain)
+
+    def _confirmed_off(self, vm: LocalVM) -> bool:
+        """Destroy ``vm`` if it runs; True only if virsh then says it is not running."""
+        assert vm.uri is not None and vm.domain is not None
+        try:
+            if self.domstate(vm.uri, vm.domain) in _RUNNING:
+                self.shell(vm.uri).run("destroy", vm.domain)
+            return self.domstate(vm.uri, vm.domain) not in _RUNNING
+        except VirshError:
+            return False
 
     def observe(self, vm: LocalVM) -> Observed:
         assert vm.uri is not None and vm.domain is not None
