@@ -477,7 +477,9 @@ def test_power_management_commands(api: Api, namespace: str, shell: Shell, bmcs:
     assert table[1].split()[:6] == ["hv-a1-ilo", "hv-a1", "ipmilan", "1", "on", "True"], table
 
     done = run(shell, "hafence power hv-a1 status -n dc1")
-    assert "power on" in done.stdout and "hv-a1-ilo" in done.stdout, done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("order 1 [hv-a1-ilo]: status succeeded (power on)"), lines
+    assert lines[-1] == "hv-a1: status succeeded, power on", lines
     assert bmc.action_names == []  # neither a test nor a status switches power
 
     # Troubleshooting: a failing test says why.  Refused credentials, then a dead BMC.
@@ -486,12 +488,14 @@ def test_power_management_commands(api: Api, namespace: str, shell: Shell, bmcs:
     done = run(
         shell, "hafence fence-agent test NAME -n NS", ok=False, NAME="hv-a1-bad", NS=namespace
     )
-    assert done.returncode == 1 and "AuthFailed" in done.stderr, done.stderr
+    assert done.returncode == 1, done
+    assert "AuthFailed" in done.stderr and "authentication failed" in done.stderr, done.stderr
     bmc.dead = True
     done = run(
         shell, "hafence fence-agent test NAME -n NS", ok=False, NAME="hv-a1-ilo", NS=namespace
     )
-    assert done.returncode == 1 and "TimedOut" in done.stderr, done.stderr
+    assert done.returncode == 1, done
+    assert "TimedOut" in done.stderr and "no result within 3s" in done.stderr, done.stderr
     reachable = [
         c
         for c in status(api, "FenceAgent", namespace, "hv-a1-ilo")["conditions"]
