@@ -7,6 +7,8 @@ resources — never about how long it took (bench/ttr.py measures that).
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable
 
 import pytest
@@ -91,3 +93,28 @@ def test_rack_failure_fences_each_host_of_the_rack(lab_factory: Callable[[int], 
     ha = {n for n in result.moves if n.startswith("ha-")}
     _one_new_process(lab, result, ha)
     assert not lab.checker.violations
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="operator bug (reported 2026-11-26, issue 6): on SIGTERM the operator keeps "
+    "ticking after its watches stop, so every host looks Connecting within a lease and "
+    "is soft-fenced over SSH while the operator shuts down, though every lease is fresh",
+)
+def test_stopping_the_operator_fences_nothing(lab_factory: Callable[[int], Lab]) -> None:
+    lab = lab_factory(3)
+    assert lab.operator is not None and lab.dc is not None
+    stopped = time.monotonic()
+    lab.operator.send_signal(signal.SIGTERM)
+    lab.operator.wait(30)
+    # Long enough for a lease to expire, its grace to pass and a soft fence to run.
+    window = lab.config.agent_lease + lab.policy.connecting_grace_max + 3
+    time.sleep(max(0.0, stopped + window - time.monotonic()))  # watching for nothing to happen
+    soft = [h for t, h in lab.dc.soft_fence_requests if t >= stopped]
+    power = {h: a for h, a in ((n, [x.name for x in v.bmc.actions if x.time >= stopped])
+                               for n, v in lab.dc.hosts.items()) if a}  # fmt: skip
+    left_up = [e.text for e in lab.timeline.since(stopped) if e.kind == "host"]
+    assert not soft, f"soft-fenced while the operator stopped: {soft}"
+    assert not power, f"power actions while the operator stopped: {power}"
+    assert not left_up, f"host phases changed while the operator stopped: {left_up}"
