@@ -44,7 +44,7 @@ import yaml
 
 from hafence.kube import Api
 from hafence.lab.bmc import BmcFarm
-from hafence.lab.controlplane import ControlPlane
+from hafence.lab.controlplane import ControlPlane, kubeconfig_text
 from tests.operator.conftest import Heartbeats, OperatorProcess, wait_for
 
 from .conftest import (
@@ -226,14 +226,15 @@ def command(text: str) -> Command:
 
 
 def run(
-    shell: Shell, text: str, *, ok: bool = True, **subs: str
+    shell: Shell, text: str, *, ok: bool = True, secret_output: bool = False, **subs: str
 ) -> subprocess.CompletedProcess[str]:
     """Runs the guide's command `text` with `dc1` and the placeholders substituted."""
     line = re.sub(r"\bdc1\b", shell.namespace, command(text).text)
     for placeholder, value in subs.items():
         line = re.sub(rf"\b{placeholder}\b", value, line)
     done = shell.run(line)
-    print(f"$ {line}\n{done.stdout}{done.stderr}")
+    shown = "(output not shown: a credential)\n" if secret_output else done.stdout
+    print(f"$ {line}\n{shown}{done.stderr}")
     if ok:
         assert done.returncode == 0, f"{line!r} exited {done.returncode}: {done.stderr}"
     return done
@@ -245,7 +246,7 @@ def run(
 def test_the_guide_has_commands() -> None:
     # The extractor works: a guide whose blocks stopped being found must not pass.
     files = {c.where.split(":")[0] for c in COMMANDS}
-    assert files == {"README.md", "docs/deploy.md", "manifests/samples/README.md"}, files
+    assert {"README.md", "docs/deploy.md", "manifests/samples/README.md"} <= files, files
     assert len(COMMANDS) >= 25, COMMANDS
 
 
@@ -360,6 +361,7 @@ def test_install_commands(shell: Shell, control_plane: ControlPlane) -> None:
         + " --timeout=1s"
     )
     # Found and waited on (no controller-manager here ever rolls it out).
+    assert waited.returncode != 0
     assert "not found" not in waited.stderr, waited.stderr
     assert "Waiting for deployment" in waited.stdout + waited.stderr, waited
 
@@ -380,7 +382,9 @@ def test_install_commands(shell: Shell, control_plane: ControlPlane) -> None:
 
 
 @pytest.mark.controlplane
-def test_datacenter_namespace_and_agent_identity(control_plane: ControlPlane, shell: Shell) -> None:
+def test_datacenter_namespace_and_agent_identity(
+    control_plane: ControlPlane, shell: Shell, tmp_path: Path
+) -> None:
     shell.namespace = f"dc-{uuid.uuid4().hex[:8]}"  # `create namespace` needs a new one
     run(shell, "kubectl create namespace dc1")
     control_plane.kubectl("get", "namespace", shell.namespace)
@@ -394,32 +398,38 @@ def test_datacenter_namespace_and_agent_identity(control_plane: ControlPlane, sh
         "kubectl -n dc1 create rolebinding hafence-agent-hv-01 --role=hafence-agent "
         "--serviceaccount=dc1:hafence-agent-hv-01",
     )
-    token = run(shell, "kubectl -n dc1 create token hafence-agent-hv-01 --duration=720h").stdout
-    token = token.strip()
+    token = run(
+        shell, "kubectl -n dc1 create token hafence-agent-hv-01 --duration=720h", secret_output=True
+    ).stdout.strip()
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     assert claims["sub"] == f"system:serviceaccount:{shell.namespace}:hafence-agent-hv-01"
     assert claims["exp"] - claims["iat"] == 720 * 3600  # this API server sets no cap
 
+    # The token alone, as the host's kubeconfig holds it (no client certificate); in a
+    # 0600 file, never on a command line.
+    agent_kubeconfig = tmp_path / "agent.kubeconfig"
+    agent_kubeconfig.touch(mode=0o600)
+    agent_kubeconfig.write_text(
+        kubeconfig_text(
+            control_plane.url,
+            control_plane.dir / "pki" / "ca.crt",
+            None,
+            None,
+            token=token,
+            user="hafence-agent-hv-01",
+        )
+    )
+
     def can_i(*args: str) -> str:
-        # The token alone, as the host's kubeconfig would hold it (no client cert).
-        return subprocess.run(
-            [
-                str(control_plane.binaries.kubectl),
-                "--kubeconfig=/dev/null",
-                f"--server={control_plane.url}",
-                f"--certificate-authority={control_plane.dir / 'pki' / 'ca.crt'}",
-                f"--token={token}",
-                "auth",
-                "can-i",
-                *args,
-                "-n",
-                shell.namespace,
-            ],
+        kubectl = [str(control_plane.binaries.kubectl), "--kubeconfig", str(agent_kubeconfig)]
+        got = subprocess.run(
+            [*kubectl, "auth", "can-i", *args, "-n", shell.namespace],
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
-        ).stdout.strip()
+        )
+        return got.stdout.strip()
 
     assert can_i("update", "leases.coordination.k8s.io") == "yes"
     assert can_i("patch", "havirtualmachines.hafence.io", "--subresource=status") == "yes"
