@@ -38,8 +38,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from hafence.lab.results import ScenarioResult
 from hafence.lab.runner import Lab, LabConfig, LabError
-from hafence.lab.scenarios import SCENARIOS, ScenarioResult, recover, run
+from hafence.lab.scenarios import SCENARIOS, recover, run
 
 ORDER = ("agent-crash", "network-cut", "power-loss", "rack-failure")
 STEPS = ("detection", "grace", "soft_fence", "fence", "release_to_running",

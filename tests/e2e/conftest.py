@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from hafence.lab.results import ScenarioResult
 from hafence.lab.runner import Lab, LabConfig
-from hafence.lab.scenarios import ScenarioResult, run
+from hafence.lab.scenarios import run
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
+from hafence.lab.results import ScenarioResult
 from hafence.lab.runner import Lab
-from hafence.lab.scenarios import ScenarioResult
 
 from .conftest import failed, play
 

@@ -16,9 +16,10 @@ import paramiko
 import pytest
 
 from hafence.kube import Api, load_api
-from hafence.lab.datacenter import AgentTimings, Datacenter, vm_processes
+from hafence.lab.datacenter import AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
 from hafence.lab.netcut import Forwarder, server_of
+from hafence.lab.procs import vm_processes
 from hafence.lab.resources import manifests
 
 pytestmark = pytest.mark.controlplane

@@ -17,7 +17,6 @@ single sshd itself succeeds; the operator sees the same failure either way.)
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -192,7 +191,3 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"sshd not listening on 127.0.0.1:{port} after {timeout}s")
-
-
-def ssh_available() -> bool:
-    return Path(SSHD).exists() and shutil.which("ssh-keygen") is not None
