@@ -8,8 +8,11 @@ resources — never about how long it took (bench/ttr.py measures that).
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +121,38 @@ def test_stopping_the_operator_fences_nothing(lab_factory: Callable[[int], Lab])
     assert not soft, f"soft-fenced while the operator stopped: {soft}"
     assert not power, f"power actions while the operator stopped: {power}"
     assert not left_up, f"host phases changed while the operator stopped: {left_up}"
+
+
+def test_interrupting_the_lab_stops_everything(kubeconfig: str) -> None:
+    """Ctrl-C in the middle: every process the lab started ends, its files go."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hafence", "lab", "--scenario", "agent-crash",
+         "--kubeconfig", kubeconfig],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    workdir = namespace = None
+    deadline = time.monotonic() + 90
+    for line in proc.stdout:
+        if line.startswith("namespace "):
+            namespace = line.split()[1].rstrip(":")
+        if "logs in " in line:
+            workdir = line.rsplit("logs in ", 1)[1].strip()
+            break
+        assert time.monotonic() < deadline, "the lab never got its hosts booting"
+    assert workdir and namespace, "the lab ended before booting its hosts"
+    time.sleep(1)  # agents and operator running now
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert not Path(workdir).exists(), f"{workdir} left behind"
+    leftovers = []
+    for entry in Path("/proc").iterdir():
+        try:
+            blob = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        # The operator's argv names the namespace; agents, VMs and sshd the workdir.
+        if workdir.encode() in blob or f"--namespace\0{namespace}\0".encode() in blob:
+            leftovers.append(entry.name)
+    assert not leftovers, f"processes of the lab still running: {leftovers}"

@@ -163,7 +163,7 @@ class Lab:
         tl.line(
             f"operator running (profile {self.config.profile}, quiet period "
             f"{self.policy.startup_quiet_period:g}s), agents booting (lease "
-            f"{self.config.agent_lease}s)"
+            f"{self.config.agent_lease}s); logs in {self.workdir}"
         )
         watchers = self.watchers
         self.wait_for(
