@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.api.host import HostSpec
+from hafence.api.lease import LeaseError, parse_microtime
 from hafence.controller.cache import Cache
 from hafence.controller.events import EventRecorder
 from hafence.controller.leader import LeaderElector, NotLeader
@@ -47,7 +48,9 @@ class Executor:
         recorder: EventRecorder,
         metrics: Metrics,
         feed: Feed,
+        observe_lease: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> None:
+        self.observe_lease = observe_lease
         self.api = api
         self.namespace = namespace
         self.cache = cache
@@ -112,6 +115,11 @@ class Executor:
     async def _power(self, action: m.CheckPower | m.SoftFence | m.RunFenceStep) -> None:
         try:
             self.elector.check()
+            disruptive = isinstance(action, m.SoftFence) or (
+                isinstance(action, m.RunFenceStep) and action.operation == "off"
+            )
+            if disruptive and await self._lease_renewed_unseen(action.host):
+                return  # the fresh lease is fed to the core, which abandons the step
             result: m.Input
             if isinstance(action, m.SoftFence):
                 result = await self._soft_fence(action)
@@ -134,6 +142,39 @@ class Executor:
             raise
         except Exception:  # a bug here must not kill the loop; the core times out the step
             log.exception("%s for host %s failed", type(action).__name__, action.host)
+
+    async def _lease_renewed_unseen(self, host: str) -> bool:
+        """S5 at the boundary: re-read the host's Lease right before a disruptive step.
+
+        The core decided on the watch's view; if that view is stale (a watch stream
+        that stalled, an operator shutting down) the lease may have been renewed since.
+        A renewal we have not seen is fed to the core as a normal observation and the
+        step is not run.  Compares renewTime values, so no clock is trusted."""
+        try:
+            lease = await asyncio.to_thread(
+                self.api.coordination.read_namespaced_lease,
+                host,
+                self.namespace,
+                _request_timeout=self.api.timeout,
+            )
+        except Exception as exc:  # unreadable: the watch's view stands
+            log.warning(
+                "host %s/%s: lease not re-read before fencing: %s", self.namespace, host, exc
+            )
+            return False
+        obj: dict[str, Any] = self.api.client.sanitize_for_serialization(lease)
+        seen = self.cache.get("Lease", self.namespace, host) or {}
+        renewed = _renew_time(obj)
+        if renewed is None or renewed == _renew_time(seen):
+            return False
+        log.warning(
+            "host %s/%s: lease renewed at %s, unseen by the watch: not fencing",
+            self.namespace,
+            host,
+            renewed,
+        )
+        await self.observe_lease(obj)
+        return True
 
     async def _soft_fence(self, action: m.SoftFence) -> m.SoftFenceResult:
         host = self.cache.get("Host", self.namespace, action.host)
@@ -314,6 +355,15 @@ class Executor:
                 )
                 self.cache.put("HAVirtualMachine", fresh)
         raise KubeError(f"placement of VM {self.namespace}/{action.vm} kept conflicting")
+
+
+def _renew_time(lease: Mapping[str, Any]) -> datetime | None:
+    """A Lease's renewTime as a time: the watch and a GET serialize it differently."""
+    raw = (lease.get("spec") or {}).get("renewTime")
+    try:
+        return parse_microtime(raw) if isinstance(raw, str) else None
+    except LeaseError:
+        return None
 
 
 def _placement(obj: Mapping[str, Any] | None) -> tuple[Any, Any]:

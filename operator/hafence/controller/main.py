@@ -132,6 +132,11 @@ async def run(settings: Settings) -> None:
     ]
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([waiter, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+    # kopf installs its own SIGINT/SIGTERM handlers when it starts; ours must win, so
+    # that shutting down stands the reconciler down *before* the watches stop.  A
+    # reconciler ticking on a view that no longer updates sees every lease expire.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     server.set_ready(ready.is_set())
     log.info(
         "operator %s started (profile %s, namespaces %s)",
@@ -144,9 +149,11 @@ async def run(settings: Settings) -> None:
     for task in done:
         if task is not stopper and task.exception() is not None:
             log.error("%s ended: %r", task.get_name(), task.exception())
-    stop.set()
+    log.info("stopping: standing down first, then the watches")
     for task in tasks[1:]:
         task.cancel()
+    await asyncio.gather(*tasks[1:], return_exceptions=True)
+    stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     await elector.stop(release=True)
     await recorder.aclose()

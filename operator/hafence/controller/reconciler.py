@@ -164,6 +164,7 @@ class Reconciler:
                 self.recorder,
                 self.metrics,
                 lambda inp, ns=namespace: self._feed_one(ns, inp),  # type: ignore[misc]
+                lambda lease: self.observe("Lease", lease),
             )
             await self._run(namespace, engine.handle(m.OperatorStarted(now)))
             for kind in KINDS:
