@@ -12,7 +12,6 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hafence.lab.binaries import Binaries, ensure
+from hafence.lab.processes import stop_process_group
 
 
 class ControlPlaneError(RuntimeError):
@@ -272,12 +272,12 @@ class ControlPlane:
     def stop_apiserver(self) -> None:
         """Stop only the API server (agents lose contact; etcd keeps the state)."""
         if self.apiserver is not None:
-            _terminate(self.apiserver)
+            stop_process_group(self.apiserver)
             self.apiserver = None
 
     def stop(self) -> None:
         for proc in reversed(self._procs):
-            _terminate(proc)
+            stop_process_group(proc)
         self._procs.clear()
         if os.environ.get("HAFENCE_KEEP_CONTROL_PLANE") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -330,17 +330,3 @@ class ControlPlane:
         if check and proc.returncode != 0:
             raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
-
-
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()

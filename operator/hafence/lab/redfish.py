@@ -12,7 +12,6 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -30,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hafence.lab.processes import stop_process_group
+
 SYSTEM_UUID = "27946b59-9e44-4fa7-8e91-f3527a1ef094"
 
 _LAUNCHER = """
@@ -42,6 +43,7 @@ if delay != "default":
             return int(delay)
     fakedriver.random = _Fixed()
 from sushy_tools.emulator.main import main
+from hafence.lab.processes import stop_process_group
 sys.exit(main())
 """
 
@@ -170,13 +172,7 @@ class RedfishEmulator:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(5)
+            stop_process_group(self.proc, grace=5)
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 

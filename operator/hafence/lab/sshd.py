@@ -10,13 +10,14 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from hafence.lab.processes import stop_process_group
 
 SSHD = "/usr/sbin/sshd"
 
@@ -100,13 +101,7 @@ class Sshd:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(5)
+            stop_process_group(self.proc, grace=5)
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
