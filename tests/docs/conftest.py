@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hafence.kube import Api
 from hafence.lab.bmc import BmcFarm, SimulatedBmc
@@ -68,12 +69,22 @@ def shell(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Shell:
         found = shutil.which(tool)
         assert found is not None, f"{tool} is needed on PATH"
         (bin_dir / tool).symlink_to(found)
+    # The user's kubeconfig, its context set to the test's namespace (`kubectl config
+    # set-context --current --namespace=...`): commands without -n act there.
+    kubeconfig = yaml.safe_load(control_plane.kubeconfig.read_text())
+    for context in kubeconfig["contexts"]:
+        context["context"]["namespace"] = namespace
+    user_kubeconfig = tmp_path / "kubeconfig"
+    user_kubeconfig.touch(mode=0o600)
+    user_kubeconfig.write_text(yaml.safe_dump(kubeconfig))
     env = {
         "PATH": str(bin_dir),
         "HOME": str(tmp_path),
-        "KUBECONFIG": str(control_plane.kubeconfig),
+        "KUBECONFIG": str(user_kubeconfig),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "TMPDIR": str(tmp_path),
+        # HOME is the test's, so the binaries' cache is named the documented other way.
+        "KUBEBUILDER_ASSETS": str(control_plane.binaries.kubectl.parent),
     }
     return Shell(env, namespace)
 

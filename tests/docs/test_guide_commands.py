@@ -4,8 +4,11 @@ The guide is README.md, docs/deploy.md, docs/agent.md, docs/lab.md and
 manifests/samples/README.md.  Its commands are
 - every line of a fenced block tagged sh/bash/shell/console/zsh (continuations joined,
   a trailing `# comment` dropped), and
-- every list item that starts with a `kubectl ...` or `hafence ...` code span (the
-  README's Troubleshooting list: commands a reader types, with NAME/NS placeholders).
+- every code span in the prose that starts with kubectl, hafence, make, pytest or a
+  hack/ script (the README's Troubleshooting list, "`kubectl get havms` shows...",
+  "`make crds` regenerates..."), NAME/NS/REASON being placeholders.  Spans that only
+  name a program or a method (`hafence agent`, `kubectl apply -k`) are listed in
+  MENTIONS with the reason they are not command lines.
 Today only README.md, docs/deploy.md and manifests/samples/README.md have such blocks;
 docs/agent.md has no code block, and docs/lab.md has an untagged usage synopsis
 (`hafence lab [--scenario ...]`, not a command line), a placeholder for pasted output and
@@ -15,15 +18,17 @@ to any of them is caught.
 Each command is either run here for real, by /bin/bash in the repository, with the real
 kubectl and hafence first on PATH and $KUBECONFIG naming the test control plane (no
 docker or kind on PATH), with these substitutions and nothing else:
-- the namespace `dc1` -> the test's namespace; NAME and NS -> a host or agent of the
-  test's datacenter and its namespace;
+- the namespace `dc1` -> the test's namespace; NAME, NS and REASON -> a host or agent of
+  the test's datacenter, its namespace, a reason; a command without `-n` runs in the
+  test's namespace, set as the kubeconfig context's namespace (as a user's would be);
 - `kubectl -n hafence-system rollout status ...` gets `--timeout=1s`: no
   controller-manager runs here, so the rollout never completes (the test checks the
   command finds the Deployment and waits on it);
 or it is mapped to the test that runs exactly that command (RUN_ELSEWHERE, whose node
 ids are collected by pytest to prove they exist), or it cannot run here at all
-(NOT_RUN: Docker, the whole suite, the whole lab), with the reason and the tests that
-check the nearest thing.  A command added to the guide and found in none of the three
+(NOT_RUN: Docker, the whole suite, the whole lab, commands that rewrite the checkout or
+need a kube-controller-manager or the Prometheus Operator), with the reason and the
+tests that check the nearest thing.  A command added to the guide and found in none of the three
 tables fails test_every_guide_command_is_accounted_for, naming it.
 """
 
@@ -31,7 +36,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -69,7 +76,7 @@ GUIDE = (
 )
 SHELL_TAGS = {"sh", "bash", "shell", "console", "zsh"}
 FENCE = re.compile(r"^\s*```\s*(\S*)")
-LIST_COMMAND = re.compile(r"^\s*[-*] `((?:kubectl|hafence) [^`]+)`")
+PROSE_COMMAND = re.compile(r"`((?:kubectl |hafence |make |pytest |\./hack/|hack/)[^`]*)`")
 
 
 @dataclass(frozen=True)
@@ -95,14 +102,20 @@ def commands_of(name: str, markdown: str) -> list[Command]:
     found: list[Command] = []
     tag: str | None = None  # inside a fence: its tag ("" when untagged)
     pending, start = "", 0
+    prose, prose_start = "", 0  # a paragraph line, joined with the next while a span is open
     for number, line in enumerate(markdown.splitlines(), 1):
         fence = FENCE.match(line)
         if fence:
             tag = fence.group(1).lower() if tag is None else None
             continue
         if tag is None:
-            if m := LIST_COMMAND.match(line):
-                found.append(Command(m.group(1), f"{name}:{number}"))
+            if not prose:
+                prose_start = number
+            prose += line.strip() + " "
+            if prose.count("`") % 2 == 0:
+                for m in PROSE_COMMAND.finditer(prose):
+                    found.append(Command(" ".join(m.group(1).split()), f"{name}:{prose_start}"))
+                prose = ""
             continue
         if tag not in SHELL_TAGS:
             continue
@@ -138,6 +151,10 @@ RUN_HERE: dict[str, str] = {
     "kubectl apply -k manifests/base": "test_install_commands",
     "kubectl apply -k manifests/overlays/ha": "test_install_commands",
     "kubectl apply -k manifests/overlays/namespaced": "test_install_commands",
+    "kubectl get validatingadmissionpolicy,validatingadmissionpolicybinding": (
+        "test_install_commands"
+    ),
+    "kubectl delete -n hafence-system deployment/hafence-operator": "test_install_commands",
     # docs/deploy.md: a datacenter namespace and per-host agent identities
     "kubectl create namespace dc1": "test_datacenter_namespace_and_agent_identity",
     "kubectl apply --server-side -k manifests/overlays/datacenter -n dc1": (
@@ -163,6 +180,15 @@ RUN_HERE: dict[str, str] = {
     'kubectl annotate host hv-a3 -n dc1 hafence.io/confirm-rebooted="power cable pulled, '
     'checked on site"': "test_confirm_isolated_host_and_troubleshoot",
     "kubectl describe host NAME -n NS": "test_confirm_isolated_host_and_troubleshoot",
+    "kubectl describe host NAME": "test_confirm_isolated_host_and_troubleshoot",
+    "kubectl get havms": "test_confirm_isolated_host_and_troubleshoot",
+    # docs/lab.md's form of the confirmation, on a host that is Up: Rejected
+    "kubectl annotate host NAME hafence.io/confirm-rebooted=REASON": (
+        "test_confirm_isolated_host_and_troubleshoot"
+    ),
+    # README "Fencing policies" and "Development"
+    "hafence operator --help": "test_operator_help_and_local_control_plane",
+    "hafence control-plane up": "test_operator_help_and_local_control_plane",
     "kubectl get host NAME -n NS -o jsonpath='{.status.fencing}'": (
         "test_confirm_isolated_host_and_troubleshoot"
     ),
@@ -210,9 +236,74 @@ NOT_RUN: dict[str, NotRun] = {
             "tests/deploy/test_deploy_image.py::test_build_context_builds_the_wheel",
         ),
     ),
+    "hafence lab --scenario all": NotRun(
+        "what `make demo` runs (see there)",
+        (E2E + "test_network_cut_is_hard_fenced_and_ha_vms_move",),
+    ),
+    "hafence lab --scenario all --output json": NotRun(
+        "the lab end to end, minutes (see `make demo`)",
+        (E2E + "test_network_cut_is_hard_fenced_and_ha_vms_move",),
+    ),
+    "make lint": NotRun(
+        "the repository's lint gate (ruff, mypy --strict, import-linter over the whole "
+        "tree), not a behaviour of hafence; no test runs it",
+        (),
+    ),
+    "make crds": NotRun(
+        "rewrites tracked files of the checkout (crds/, manifests/base/crds); the tests "
+        "check that what it would write is what is there",
+        (
+            "tests/api/test_crds_generated.py::test_crd_file_matches_models",
+            "tests/api/test_crds_generated.py::test_no_extra_crd_files",
+            "tests/deploy/test_deploy_manifests.py::test_generated_copies_are_in_sync",
+        ),
+    ),
+    "hack/sync_generated.py": NotRun(
+        "rewrites tracked files (manifests/base/crds, the PrometheusRule); see `make crds`",
+        ("tests/deploy/test_deploy_manifests.py::test_generated_copies_are_in_sync",),
+    ),
+    "kubectl delete -k manifests/base": NotRun(
+        "waits for Namespace hafence-system to be finalized, which takes "
+        "kube-controller-manager's namespace controller (none here), and would delete "
+        "the CRDs, with every resource of the session's other tests",
+        (),
+    ),
+    "kubectl apply -k manifests/monitoring": NotRun(
+        "needs the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule); the "
+        "rendered objects are checked against the metrics Service",
+        (
+            "tests/deploy/test_deploy_monitoring.py::test_service_monitor_scrapes_the_metrics_service",
+        ),
+    ),
+    "./hack/promtool.sh": NotRun(
+        "builds promtool from the Go module proxy (about 8 minutes, once); the rule "
+        "tests use it when it is cached and skip otherwise",
+        (
+            "tests/deploy/test_deploy_monitoring.py::test_promtool_checks_the_rules",
+            "tests/deploy/test_deploy_monitoring.py::test_alerts_fire_when_they_should_and_only_then",
+        ),
+    ),
+    "pytest tests/deploy": NotRun(
+        "a test suite itself (part of `make test`)", ("tests/deploy/test_deploy_install.py",)
+    ),
     "docker push registry.example.com/infra/hafence:0.1.0": NotRun(
         "needs Docker and a registry off this machine (tests never leave loopback)",
         ("tests/deploy/test_deploy_image.py::test_hadolint_is_clean",),
+    ),
+}
+
+
+# code spans that name a program, a method or a script, not a line to type
+MENTIONS: dict[str, str] = {
+    "hafence agent": "the host agent program; its flags are tested in tests/agent/test_cli.py",
+    "hafence operator": "the operator program (its --help is run above)",
+    "hafence lab": "the lab program (see `make demo`)",
+    "kubectl apply -k": "the install method; the full commands are in the sh blocks",
+    "kubectl create token": "names the command whose full form is in an sh block",
+    "kubectl describe": "names the command; `kubectl describe host NAME -n NS` is run",
+    "hack/kind.sh": "the script behind `make kind-*`, run above",
+    "hafence operator --namespace NS --profile lab ...": (
+        "how the lab starts the operator, flags elided; not a line to type"
     ),
 }
 
@@ -250,20 +341,23 @@ def test_the_guide_has_commands() -> None:
     assert len(COMMANDS) >= 25, COMMANDS
 
 
+TABLES = (RUN_HERE, RUN_ELSEWHERE, NOT_RUN, MENTIONS)
+
+
 def unaccounted(commands: list[Command]) -> list[str]:
-    tables = RUN_HERE.keys() | RUN_ELSEWHERE.keys() | NOT_RUN.keys()
+    tables = set().union(*TABLES)
     return [f"{c.where}: {c.text}" for c in commands if c.text not in tables]
 
 
 def test_every_guide_command_is_accounted_for() -> None:
-    tables = RUN_HERE.keys() | RUN_ELSEWHERE.keys() | NOT_RUN.keys()
-    overlap = [c for c in tables if sum(c in t for t in (RUN_HERE, RUN_ELSEWHERE, NOT_RUN)) > 1]
+    tables = set().union(*TABLES)
+    overlap = [c for c in tables if sum(c in t for t in TABLES) > 1]
     assert not overlap, f"commands in more than one table: {overlap}"
     unmapped = unaccounted(COMMANDS)
     assert not unmapped, (
         "commands in the guide that no test runs or maps (add them to RUN_HERE with a "
-        "test that runs them, to RUN_ELSEWHERE, or to NOT_RUN with the reason):\n"
-        + "\n".join(unmapped)
+        "test that runs them, to RUN_ELSEWHERE, to NOT_RUN with the reason, or to "
+        "MENTIONS if it names a program rather than a command line):\n" + "\n".join(unmapped)
     )
     texts = {c.text for c in COMMANDS}
     stale = sorted(c for c in tables if c not in texts)
@@ -275,7 +369,7 @@ def test_every_guide_command_is_accounted_for() -> None:
 def test_a_new_command_is_named() -> None:
     """What the check above sees when someone adds commands to the guide."""
     markdown = (
-        "Intro `kubectl get pods` in prose is not a command.\n"
+        "In prose, `kubectl get pods -n dc1` lists pods; `kubectl` alone is a name.\n"
         "```bash\n"
         "$ kubectl get havms -n dc1   # HOST, PHASE\n"
         "kubectl -n dc1 create rolebinding x \\\n"
@@ -285,24 +379,29 @@ def test_a_new_command_is_named() -> None:
         "```yaml\n"
         "kubectl: not a command in YAML\n"
         "```\n"
-        "- `hafence power NAME off -n NS` — powers it off.\n"
+        "- `hafence power NAME off -n NS` then `kubectl delete -n x\n"
+        "  deployment/y` across a line break.\n"
         "```sh\n"
         "make demo\n"
         "```\n"
     )
     found = commands_of("NEW.md", markdown)
     assert [c.text for c in found] == [
+        "kubectl get pods -n dc1",
         "kubectl get havms -n dc1",
         "kubectl -n dc1 create rolebinding x --role=hafence-agent",
         "hafence annotate 'a # b'",
         "hafence power NAME off -n NS",
+        "kubectl delete -n x deployment/y",
         "make demo",
     ]
     assert unaccounted(found) == [
+        "NEW.md:1: kubectl get pods -n dc1",
         "NEW.md:3: kubectl get havms -n dc1",
         "NEW.md:4: kubectl -n dc1 create rolebinding x --role=hafence-agent",
         "NEW.md:6: hafence annotate 'a # b'",
         "NEW.md:11: hafence power NAME off -n NS",
+        "NEW.md:11: kubectl delete -n x deployment/y",
     ]
 
 
@@ -319,8 +418,10 @@ def test_mapped_tests_exist() -> None:
         timeout=60,
         check=False,
     )
-    collected = set(proc.stdout.splitlines())
-    absent = [i for i in ids if i not in collected]
+    collected = proc.stdout.splitlines()
+    absent = [
+        i for i in ids if not any(c == i or c.startswith((i + "[", i + "::")) for c in collected)
+    ]
     assert not absent, f"mapped tests not collected: {absent}\n{proc.stdout}{proc.stderr}"
 
 
@@ -379,6 +480,29 @@ def test_install_commands(shell: Shell, control_plane: ControlPlane) -> None:
     assert env == "dc1,dc2"
     for ns in ("dc1", "dc2"):
         control_plane.kubectl("get", "rolebinding", "hafence-operator", "-n", ns)
+
+    listed = run(
+        shell, "kubectl get validatingadmissionpolicy,validatingadmissionpolicybinding"
+    ).stdout
+    for policy in (
+        "hafence-operator-never-writes-spec",
+        "hafence-agent-never-places",
+        "hafence-agent-own-host-only",
+    ):
+        assert f"validatingadmissionpolicy.admissionregistration.k8s.io/{policy} " in listed
+        assert f"validatingadmissionpolicybinding.admissionregistration.k8s.io/{policy} " in (
+            listed
+        )
+
+    # Uninstalling starts with the operator; the rest of the session keeps an install.
+    run(shell, "kubectl delete -n hafence-system deployment/hafence-operator")
+    gone = control_plane.kubectl(
+        "get", "deployment", "hafence-operator", "-n", "hafence-system", check=False
+    )
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, gone
+    control_plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "manifests/base")
+    )
 
 
 @pytest.mark.controlplane
@@ -538,6 +662,10 @@ def test_confirm_isolated_host_and_troubleshoot(
         lambda: status(api, "HAVirtualMachine", namespace, "db-primary").get("host") == "hv-a3",
         what="db-primary on hv-a3",
     )
+    table = run(shell, "kubectl get havms").stdout.splitlines()  # the context's namespace
+    assert table[0].split()[:4] == ["NAME", "PHASE", "HOST", "PRIORITY"], table
+    assert table[1].split()[0] == "db-primary" and table[1].split()[2:4] == ["hv-a3", "High"]
+
     heartbeats.stop("hv-a3")
     wait_for(
         lambda: status(api, "Host", namespace, "hv-a3").get("phase") == "Isolated",
@@ -546,6 +674,8 @@ def test_confirm_isolated_host_and_troubleshoot(
     assert status(api, "HAVirtualMachine", namespace, "db-primary")["host"] == "hv-a3"
 
     # Troubleshooting an Isolated host, before confirming it.
+    described = run(shell, "kubectl describe host NAME", NAME="hv-a3").stdout
+    assert "Namespace:    " + namespace in described and "HostIsolated" in described
     described = run(shell, "kubectl describe host NAME -n NS", NAME="hv-a3", NS=namespace).stdout
     for reason in ("HostConnecting", "SoftFenceStarted", "SoftFenceFailed", "HostIsolated"):
         assert reason in described, described
@@ -599,6 +729,24 @@ def test_confirm_isolated_host_and_troubleshoot(
     ).stdout
     assert json.loads(fencing)["proof"] == "confirmation", fencing
 
+    # docs/lab.md's form, for a host that is Up: the confirmation is Rejected.
+    run(
+        shell,
+        "kubectl annotate host NAME hafence.io/confirm-rebooted=REASON",
+        NAME="hv-a1",
+        REASON="wrong-host",
+    )
+    rejected = wait_for(
+        lambda: [
+            st
+            for fc in api.list("FenceConfirmation", namespace)["items"]
+            if fc["spec"]["hostRef"]["name"] == "hv-a1"
+            and (st := fc.get("status") or {}).get("phase")
+        ],
+        what="a verdict on the confirmation for hv-a1",
+    )
+    assert rejected[0]["phase"] == "Rejected" and "Up" in rejected[0]["message"], rejected
+
     assert op.proc.poll() is None, op.output()
 
 
@@ -618,3 +766,46 @@ def test_make_recipes(shell: Shell) -> None:
         done = shell.run(f"make -n {target}")
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1] == recipe, done.stdout
+
+
+def test_operator_help_and_local_control_plane(shell: Shell, tmp_path: Path) -> None:
+    helped = run(shell, "hafence operator --help").stdout
+    flags = set(re.findall(r"^  (--[a-z-]+)", helped, re.M)) - {"--help"}
+    assert {"--profile", "--policy", "--namespace"} <= flags, helped
+    # "each flag has a HAFENCE_* environment variable"
+    for flag in flags:
+        variable = "HAFENCE_" + flag[2:].replace("-", "_").upper()
+        assert f"[{variable}" in helped, f"{flag} names no {variable}:\n{helped}"
+
+    # `hafence control-plane up` runs until Ctrl-C and prints its kubeconfig.
+    log = tmp_path / "control-plane-up.log"
+    with open(log, "w") as err:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            ["/bin/bash", "-c", "exec " + command("hafence control-plane up").text],
+            cwd=ROOT,
+            env=shell.env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # bounded: the CLI gives up after 120 s
+        assert first.startswith("export KUBECONFIG="), first + log.read_text()
+        kubeconfig = first.strip().removeprefix("export KUBECONFIG=")
+        ready = shell.run(f"kubectl --kubeconfig {kubeconfig} get --raw /readyz")
+        assert ready.stdout == "ok", ready
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
+        assert not Path(kubeconfig).exists()  # its directory is removed on the way out
+    finally:
+        if proc.poll() is None:
+            # Ctrl-C first: the CLI stops etcd and kube-apiserver (their own sessions)
+            # on its way out; a SIGKILL would leave them running.
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
