@@ -132,6 +132,8 @@ class EventRecorder:
         message: str,
     ) -> None:
         """Record one Event about ``obj``; never raises (failures are logged)."""
+        # Stamped now, not when written: fire-and-forget writes may land out of order.
+        observed = dt.datetime.now(dt.UTC)
         try:
             ref = obj if isinstance(obj, ObjectRef) else ObjectRef.of(obj)
         except (KeyError, TypeError) as exc:
@@ -153,7 +155,7 @@ class EventRecorder:
         key: _Key = (ref.uid, type, reason, message)
         try:
             async with self._locks[hash(key) % len(self._locks)]:
-                await self._write(ref, key)
+                await self._write(ref, key, observed)
         except Exception as exc:
             log.warning(
                 "event %s %s about %s %s/%s not recorded: %s",
@@ -183,9 +185,9 @@ class EventRecorder:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     # -- writing -----------------------------------------------------------------------
-    async def _write(self, ref: ObjectRef, key: _Key) -> None:
+    async def _write(self, ref: ObjectRef, key: _Key, observed: dt.datetime) -> None:
         now = self._clock()
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = observed.strftime("%Y-%m-%dT%H:%M:%SZ")
         seen = self._written.get(key)
         if seen is not None and now - seen.last <= self.aggregate_window:
             patch = {"count": seen.count + 1, "lastTimestamp": stamp}
@@ -211,7 +213,13 @@ class EventRecorder:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{ref.name[:200]}.", "namespace": ref.namespace},
+            # Named like client-go's recorder does, NAME.<hex nanoseconds>: `kubectl
+            # describe` sorts by lastTimestamp, whole seconds, and keeps the API's (name)
+            # order among equals, so the Events of one second still read in order.
+            "metadata": {
+                "name": f"{ref.name[:200]}.{int(observed.timestamp() * 1e9):x}",
+                "namespace": ref.namespace,
+            },
             "involvedObject": ref.to_k8s(),
             "type": type_,
             "reason": reason,
