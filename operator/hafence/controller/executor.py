@@ -118,9 +118,24 @@ class Executor:
             disruptive = isinstance(action, m.SoftFence) or (
                 isinstance(action, m.RunFenceStep) and action.operation == "off"
             )
-            if disruptive and await self._lease_renewed_unseen(action.host):
-                return  # the fresh lease is fed to the core, which abandons the step
             result: m.Input
+            if disruptive and await self._lease_renewed_unseen(action.host):
+                # The renewal went to the core first: if it made the host Up the step
+                # is abandoned and this result ignored; if not, the step failed
+                # without touching the host, and escalation goes on from there.
+                now, why = time.time(), "not run: the host's lease was renewed meanwhile"
+                if isinstance(action, m.SoftFence):
+                    result = m.SoftFenceResult(now, action.host, action.op_id, False, why)
+                else:
+                    assert isinstance(action, m.RunFenceStep)
+                    result = m.FenceStepResult(
+                        now,
+                        action.host,
+                        action.op_id,
+                        {a: fp.AgentResult("error", why) for a in action.agents},
+                    )
+                await self.feed(result)
+                return
             if isinstance(action, m.SoftFence):
                 result = await self._soft_fence(action)
             elif isinstance(action, m.CheckPower):

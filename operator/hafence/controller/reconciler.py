@@ -61,6 +61,7 @@ class Reconciler:
         # True from the end of the rebuild after gaining leadership until it is lost:
         # watch events feed engines only then (before, the rebuild sees them anyway).
         self._active = False
+        self._missed: list[tuple[str, dict[str, Any], bool]] = []
         self._recovering: dict[tuple[str, str], float] = {}
 
     # -- inputs from the watches ---------------------------------------------------
@@ -69,7 +70,11 @@ class Reconciler:
             self.cache.delete(kind, obj)
         elif not self.cache.put(kind, obj):
             return  # older than what we know
-        if not (self._active and self.elector.is_leader):
+        if not self.elector.is_leader:
+            return
+        if not self._active:
+            # The rebuild read the cache before this arrived: fed once it is done.
+            self._missed.append((kind, obj, deleted))
             return
         namespace, _ = key(obj)
         if kind == "Host" and not deleted:
@@ -78,6 +83,15 @@ class Reconciler:
             await self._start_engine(namespace, time.time())
             return
         await self.feed(namespace, inputs_for(kind, obj, time.time(), deleted=deleted))
+
+    async def observe_again(self, kind: str, obj: dict[str, Any], deleted: bool) -> None:
+        """Feed an object the cache already holds (it arrived while rebuilding)."""
+        namespace, name = key(obj)
+        current = self.cache.get(kind, namespace, name)
+        if deleted and current is None:
+            await self.feed(namespace, inputs_for(kind, obj, time.time(), deleted=True))
+        elif current is not None:
+            await self.feed(namespace, inputs_for(kind, current, time.time()))
 
     async def feed(self, namespace: str, inputs: Iterable[m.Input]) -> None:
         async with self._lock(namespace):
@@ -115,6 +129,12 @@ class Reconciler:
                 if started is not None:
                     self.metrics.vm_recovered(max(time.time() - started, 0.0))
 
+    async def _lease_reread(self, namespace: str, lease: dict[str, Any]) -> None:
+        """A Lease the executor re-read before a disruptive step: into the cache and
+        straight to the core, whatever the watches are doing."""
+        self.cache.put("Lease", lease)
+        await self.feed(namespace, inputs_for("Lease", lease, time.time()))
+
     def _lock(self, namespace: str) -> asyncio.Lock:
         return self._locks.setdefault(namespace, asyncio.Lock())
 
@@ -132,6 +152,9 @@ class Reconciler:
                 await asyncio.sleep(1.0)
                 continue
             self._active = True
+            missed, self._missed = self._missed, []
+            for kind, obj, deleted in missed:
+                await self.observe_again(kind, obj, deleted)
             monitor = asyncio.create_task(self._monitor(), name="monitor")
             try:
                 await self.elector.wait_until_not_leader()
@@ -164,7 +187,7 @@ class Reconciler:
                 self.recorder,
                 self.metrics,
                 lambda inp, ns=namespace: self._feed_one(ns, inp),  # type: ignore[misc]
-                lambda lease: self.observe("Lease", lease),
+                lambda lease, ns=namespace: self._lease_reread(ns, lease),  # type: ignore[misc]
             )
             await self._run(namespace, engine.handle(m.OperatorStarted(now)))
             for kind in KINDS:
@@ -174,6 +197,7 @@ class Reconciler:
 
     async def _stop_leading(self) -> None:
         self._active = False
+        self._missed = []
         for namespace in list(self.engines):
             async with self._lock(namespace):  # let a batch of actions finish first
                 self.engines.pop(namespace, None)

@@ -38,7 +38,7 @@ from hafence.agent.process import kill_all
 from hafence.lab.bmc import BmcFarm, SimulatedBmc
 from hafence.lab.hostshell import HostKey, HostShells, new_key
 from hafence.lab.netcut import Forwarder, server_of
-from hafence.lab.procs import children, keep_pyghmi_awake, kill_group, vm_processes
+from hafence.lab.procs import children, kill_group, vm_processes
 
 log = logging.getLogger("hafence.lab")
 
@@ -129,7 +129,7 @@ class Datacenter:
         self.workdir = workdir
         self.timings = agent
         self.notify = notify
-        keep_pyghmi_awake()
+        # pyghmi's shared I/O thread is kept awake by hafence.lab.bmc's anchor socket.
         self.farm = BmcFarm()
         self.hosts_dir = workdir / "hosts"
         self.shells = HostShells(workdir / "sshd", self.hosts_dir)

@@ -3,39 +3,15 @@
 A VM process carries ``HAFENCE_VM=namespace/name`` (the agent's marker) and, first in
 its ``PATH``, the bin directory of the virtual host whose agent started it: the lab
 runs each agent with such a ``PATH`` and the agent passes ``PATH`` on to its VMs.
-Also here: keeping pyghmi's shared I/O thread awake across BMC farms.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 from pathlib import Path
 
 from hafence.agent.process import ENV_VM
-
-_pyghmi_keeper: socket.socket | None = None
-
-
-def keep_pyghmi_awake() -> None:
-    """Give pyghmi's shared I/O thread a socket that is never closed.
-
-    pyghmi selects on a module-wide socket list with a 300 s timeout and wakes itself
-    through the first socket of that list.  When a BmcFarm closes its last BMC the
-    list is empty: the I/O thread sleeps in ``select([])`` and BMCs created later in
-    this process go unanswered for minutes.  A permanent first socket keeps the list
-    non-empty and the wake-ups working, for every lab (or test) in this process.
-    """
-    global _pyghmi_keeper
-    if _pyghmi_keeper is not None:
-        return
-    import pyghmi.ipmi.private.session as ipmisession
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    ipmisession.iosockets.insert(0, sock)
-    _pyghmi_keeper = sock
 
 
 def first_path_entry(environ: bytes) -> str | None:
