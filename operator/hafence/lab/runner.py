@@ -15,7 +15,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from hafence.lab.binaries import BinariesUnavailable, ensure
 from hafence.lab.controlplane import ControlPlane, free_port
 from hafence.lab.datacenter import AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
+from hafence.lab.processes import stop_process_group
 from hafence.lab.resources import manifests
 from hafence.lab.timeline import Timeline, Watchers
 
@@ -183,7 +183,7 @@ class Lab:
         if self.operator is not None and self.operator.poll() is None:
             self.timeline.line("-- stopping the lab: operator, then agents, VMs, BMCs, sshd --")
         if self.operator is not None:
-            _stop(self.operator)
+            stop_process_group(self.operator)
         if self.checker is not None:
             self.checker.stop()
         if self.watchers is not None:
@@ -412,17 +412,3 @@ class Lab:
             self.api.patch("Host", self.namespace, host, patch)
         except (Conflict, KubeError) as exc:
             raise LabError(str(exc)) from None
-
-
-def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
