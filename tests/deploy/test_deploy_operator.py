@@ -116,3 +116,51 @@ def test_operator_runs_with_only_its_service_account_rights(
     # (not a bare "403": log timestamps have milliseconds like ",403")
     refused = [line for line in text.splitlines() if "403 Forbidden" in line or "orbidden" in line]
     assert not refused, "\n".join(refused[:10])
+
+
+def test_operator_hard_fences_with_only_its_service_account_rights(
+    api: Api,
+    namespace: str,
+    operator_process: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    """A whole hard-fencing outage (lease lost, soft fence, IPMI off through a simulated
+    BMC, release, HA VM re-placed) by the operator holding nothing but the manifests'
+    rights: every read, status write, Secret read and Event it needs is allowed."""
+    from tests.operator.conftest import Heartbeats
+    from tests.operator.test_confirmation import vm
+    from tests.operator.test_hard_fencing import datacenter
+
+    from hafence.lab.bmc import BmcFarm
+
+    proc, _url, log = operator_process
+    heartbeats = Heartbeats(api, namespace)
+    try:
+        with BmcFarm() as bmcs:
+            datacenter(api, namespace, bmcs, heartbeats)
+            api.create("HAVirtualMachine", namespace, vm("vm1"))
+
+            def placed() -> str | None:
+                return (api.get("HAVirtualMachine", namespace, "vm1").get("status") or {}).get(
+                    "host"
+                )
+
+            victim = wait_for("vm1 placed", placed, timeout=60)
+            heartbeats.stop(victim)
+            wait_for(
+                "vm1 restarted off the fenced host",
+                lambda: (placed() or victim) != victim,
+                timeout=90,
+            )
+            assert bmcs[victim].action_names[0] == "off"
+            assert all(bmcs[h].action_names == [] for h in bmcs.bmcs if h != victim)
+    finally:
+        heartbeats.close()
+    assert proc.poll() is None, log.read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(20)
+    refused = [
+        line
+        for line in log.read_text().splitlines()
+        if "403 Forbidden" in line or "orbidden" in line
+    ]
+    assert not refused, "\n".join(refused[:10])
