@@ -87,6 +87,10 @@ def test_category_lists_all_kinds(control_plane, namespace: str) -> None:
     assert hosts == ["NAME", "PHASE", "CLUSTER", "HEARTBEAT", "VMS", "AGE"]
     agents = control_plane.kubectl("get", "fa", "-n", namespace).stdout.splitlines()[0].split()
     assert agents == ["NAME", "HOST", "TYPE", "ORDER", "POWER", "REACHABLE", "AGE"]
+    vms = control_plane.kubectl("get", "havms", "-n", namespace).stdout.splitlines()[0].split()
+    assert vms == ["NAME", "PHASE", "HOST", "PRIORITY", "HA", "AGE"]
+    confirmations = control_plane.kubectl("get", "fc", "-n", namespace).stdout
+    assert confirmations.splitlines()[0].split() == ["NAME", "HOST", "PHASE", "AGE"]
 
 
 # --- invalid input -----------------------------------------------------------------
