@@ -21,19 +21,9 @@ from hafence.lab.invariants import InvariantChecker
 from hafence.lab.netcut import Forwarder, server_of
 from hafence.lab.procs import vm_processes
 from hafence.lab.resources import manifests
+from tests.agent.helpers import wait_for
 
 pytestmark = pytest.mark.controlplane
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_forwarder_cut_and_restore(kubeconfig: str, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from hafence.core import messages as m
 from hafence.fencing.drivers import build_driver
 from hafence.fencing.errors import FenceError
 from hafence.fencing.protocol import Credentials, FenceResult, SSHTarget
+from hafence.fencing.resolve import load_credentials, ssh_target
 from hafence.kube import Api, Conflict, KubeError, NotFound
 
 log = logging.getLogger(__name__)
@@ -267,14 +268,7 @@ class Executor:
         return fp.AgentResult("error", "; ".join(errors))
 
     async def _credentials(self, spec: FenceAgentSpec) -> Credentials | None:
-        ref = spec.credentials_secret_ref
-        if ref is None:
-            return None
-        user, password = await asyncio.gather(
-            asyncio.to_thread(self.api.secret_value, self.namespace, ref.name, ref.username_key),
-            asyncio.to_thread(self.api.secret_value, self.namespace, ref.name, ref.password_key),
-        )
-        return Credentials(user.decode(), password.decode())
+        return await asyncio.to_thread(load_credentials, self.api, self.namespace, spec)
 
     async def _proxy_target(self, host_name: str) -> SSHTarget:
         obj = self.cache.get("Host", self.namespace, host_name)
@@ -283,33 +277,7 @@ class Executor:
         return await self._ssh_target(host_name, HostSpec.model_validate(obj["spec"]))
 
     async def _ssh_target(self, name: str, spec: HostSpec) -> SSHTarget:
-        ssh = spec.ssh
-        if ssh is None:
-            raise KubeError(f"host {name} has no spec.ssh")
-        key = await asyncio.to_thread(
-            self.api.secret_value,
-            self.namespace,
-            ssh.private_key_secret_ref.name,
-            ssh.private_key_secret_ref.key,
-        )
-        known_hosts = None
-        if ssh.known_hosts_secret_ref is not None:
-            raw = await asyncio.to_thread(
-                self.api.secret_value,
-                self.namespace,
-                ssh.known_hosts_secret_ref.name,
-                ssh.known_hosts_secret_ref.key,
-            )
-            known_hosts = raw.decode()
-        return SSHTarget(
-            address=spec.address,
-            private_key=key.decode(),
-            port=ssh.port,
-            user=ssh.user,
-            host_key=ssh.host_key,
-            known_hosts=known_hosts,
-            name=name,
-        )
+        return await asyncio.to_thread(ssh_target, self.api, self.namespace, name, spec)
 
     # -- status writes ---------------------------------------------------------------
     async def _write_status(

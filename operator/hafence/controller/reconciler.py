@@ -10,6 +10,7 @@ leadership it drops them and cancels every power operation in flight.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -186,8 +187,8 @@ class Reconciler:
                 self.elector,
                 self.recorder,
                 self.metrics,
-                lambda inp, ns=namespace: self._feed_one(ns, inp),  # type: ignore[misc]
-                lambda lease, ns=namespace: self._lease_reread(ns, lease),  # type: ignore[misc]
+                functools.partial(self._feed_one, namespace),
+                functools.partial(self._lease_reread, namespace),
             )
             await self._run(namespace, engine.handle(m.OperatorStarted(now)))
             for kind in KINDS:

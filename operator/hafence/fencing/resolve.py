@@ -31,9 +31,9 @@ class ResolvedAgent:
     generation: int | None = None
 
 
-def _secret(api: Api, namespace: str, name: str, key: str) -> bytes:
+def _secret(api: Api, namespace: str, name: str, *keys: str) -> tuple[bytes, ...]:
     try:
-        return api.secret_value(namespace, name, key)
+        return api.secret_values(namespace, name, *keys)
     except SecretError as exc:
         raise ConfigError(str(exc)) from None
     except KubeError as exc:
@@ -44,8 +44,7 @@ def load_credentials(api: Api, namespace: str, spec: FenceAgentSpec) -> Credenti
     ref = spec.credentials_secret_ref
     if ref is None:
         return None
-    username = _secret(api, namespace, ref.name, ref.username_key)
-    password = _secret(api, namespace, ref.name, ref.password_key)
+    username, password = _secret(api, namespace, ref.name, ref.username_key, ref.password_key)
     return Credentials(username.decode().strip(), password.decode().rstrip("\n"))
 
 
@@ -54,14 +53,12 @@ def ssh_target(api: Api, namespace: str, host_name: str, host: HostSpec) -> SSHT
     ssh: SSHSpec | None = host.ssh
     if ssh is None:
         raise ConfigError(f"Host {namespace}/{host_name} has no spec.ssh")
-    key = _secret(
-        api, namespace, ssh.private_key_secret_ref.name, ssh.private_key_secret_ref.key
-    ).decode()
+    ref = ssh.private_key_secret_ref
+    key = _secret(api, namespace, ref.name, ref.key)[0].decode()
     known = None
     if ssh.known_hosts_secret_ref is not None:
-        known = _secret(
-            api, namespace, ssh.known_hosts_secret_ref.name, ssh.known_hosts_secret_ref.key
-        ).decode()
+        ref = ssh.known_hosts_secret_ref
+        known = _secret(api, namespace, ref.name, ref.key)[0].decode()
     return SSHTarget(
         address=host.address,
         private_key=key,

@@ -223,6 +223,10 @@ class Api:
     # -- Secrets -------------------------------------------------------------------
     def secret_value(self, namespace: str, name: str, key: str) -> bytes:
         """One key of a Secret.  Errors name the Secret and key, never the data."""
+        return self.secret_values(namespace, name, key)[0]
+
+    def secret_values(self, namespace: str, name: str, *keys: str) -> tuple[bytes, ...]:
+        """Several keys of one Secret, read once (a username and its password)."""
         try:
             secret = self.core.read_namespaced_secret(
                 name, namespace, _request_timeout=self.timeout
@@ -234,7 +238,8 @@ class Api:
                 f"Secret {namespace}/{name} unreadable: {exc.status} {exc.reason}", exc.status
             ) from None
         data = secret.data or {}
-        if key not in data:
-            keys = ", ".join(sorted(data)) or "none"
-            raise SecretError(f"Secret {namespace}/{name} has no key {key!r} (keys: {keys})")
-        return base64.b64decode(data[key])
+        for key in keys:
+            if key not in data:
+                present = ", ".join(sorted(data)) or "none"
+                raise SecretError(f"Secret {namespace}/{name} has no key {key!r} (keys: {present})")
+        return tuple(base64.b64decode(data[key]) for key in keys)
