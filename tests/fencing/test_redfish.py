@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from hafence.fencing.drivers import build_driver
-from hafence.fencing.errors import AuthFailed, TLSError, Unreachable
+from hafence.fencing.errors import AuthFailed, TimedOut, TLSError, Unreachable
 from hafence.fencing.protocol import Credentials
+from hafence.lab.netcut import Forwarder
 from hafence.lab.redfish import RedfishEmulator
 
 from .conftest import PASSWORD, USER, spec
@@ -60,3 +61,32 @@ async def test_unreachable(creds: Credentials) -> None:
     driver = build_driver(spec("redfish", 1, options="ssl_insecure", timeoutSeconds=2), creds)
     with pytest.raises(Unreachable):
         await driver.status()
+
+
+async def test_one_connection_per_operation(
+    emulator: RedfishEmulator, creds: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted on the far side of a TCP relay in front of the emulator: every TCP
+    # connection (and so every TLS handshake) the driver opens passes through it.
+    monkeypatch.setenv("SSL_CERT_FILE", str(emulator.cert))
+    with Forwarder("127.0.0.1", emulator.port, name="redfish") as relay:
+        driver = build_driver(spec("redfish", relay.port), creds)
+        assert (await driver.status()).power_state == "on"
+        assert relay.connections_accepted == 1, "systems discovery and status share one"
+        assert (await driver.off()).power_state == "off"
+        assert relay.connections_accepted == 2, "the off and its verifying polls share one"
+        assert (await driver.reboot()).power_state == "on"
+        assert relay.connections_accepted == 3
+
+
+async def test_connection_cut_mid_operation(emulator: RedfishEmulator, creds: Credentials) -> None:
+    # The path to the device is cut after the first call: the operation ends with a
+    # typed error (each later call finds the path reset) instead of hanging.
+    with Forwarder("127.0.0.1", emulator.port, name="redfish") as relay:
+        driver = build_driver(
+            spec("redfish", relay.port, options="ssl_insecure", powerWaitSeconds=2), creds
+        )
+        assert (await driver.status()).power_state == "on"
+        relay.cut()
+        with pytest.raises((Unreachable, TimedOut)):
+            await driver.off()

@@ -5,19 +5,22 @@ sushy: pyghmi checks a certificate only through a fingerprint callback (no CA
 verification by default), and sushy brings requests/stevedore and its own retry and
 session logic whose time bounds we would have to fight.  Here every request has our
 timeout, TLS is verified against the system trust store by default, and only the
-options ``ssl_insecure=yes`` turns verification off.
+options ``ssl_insecure=yes`` turns verification off.  An operation (a status read, or
+a power request and its verifying polls) runs over one keep-alive connection: one
+TCP connect and one TLS handshake (see :mod:`hafence.fencing.session`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import http.client
 import json
+import socket
 import ssl
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
 
 from hafence.fencing.errors import (
     AuthFailed,
@@ -28,12 +31,14 @@ from hafence.fencing.errors import (
     scrub,
 )
 from hafence.fencing.options import flag
-from hafence.fencing.protocol import BaseDriver, Credentials, DriverSettings, PowerState
+from hafence.fencing.protocol import Credentials, DriverSettings, PowerState
+from hafence.fencing.session import SessionDriver
 
 _RESET = {"on": "On", "off": "ForceOff"}
+T = TypeVar("T")
 
 
-class RedfishDriver(BaseDriver):
+class RedfishDriver(SessionDriver):
     def __init__(
         self,
         settings: DriverSettings,
@@ -49,6 +54,10 @@ class RedfishDriver(BaseDriver):
         default_port = 443 if secure else 80
         host = f"[{address}]" if ":" in address else address
         self.base = f"{scheme}://{host}:{port or default_port}"
+        self._host = address
+        self._port = port or default_port
+        self._conn: http.client.HTTPConnection | None = None
+        self._conn_used = False
         self.system = system or options.get("systems_uri")
         self._credentials = credentials
         self._auth = (
@@ -63,46 +72,65 @@ class RedfishDriver(BaseDriver):
                 self._context = ssl.create_default_context()
         self._system_path: str | None = None
 
+    # -- one keep-alive HTTPS connection per operation ----------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = self._conn
+        if conn is None:
+            if self._context is not None:
+                conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self.settings.timeout, context=self._context
+                )
+            else:
+                conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self.settings.timeout
+                )
+            self._conn = conn
+            self._conn_used = False
+        return conn
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        """Close ``conn`` (even under a thread still blocked on it) and forget it."""
+        if self._conn is conn:
+            self._conn = None
+        sock = conn.sock
+        if sock is not None:
+            # close() alone does not wake a thread blocked in recv(); shutdown() does.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+
+    async def _end_session(self) -> None:
+        if self._conn is not None:
+            self._drop(self._conn)
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except asyncio.CancelledError:
+            # Our bound fired: the thread may still wait on the socket; the next
+            # call of the operation starts on a new connection.
+            if self._conn is not None:
+                self._drop(self._conn)
+            raise
+
     def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={
-                "Authorization": self._auth,
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-            },
-        )
         where = f"{self.name}: {method} {path}"
+        reused = self._conn is not None and self._conn_used
         try:
-            with urllib.request.urlopen(
-                request, timeout=self.settings.timeout, context=self._context
-            ) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise AuthFailed(f"{where}: {exc.code} {exc.reason}: credentials refused") from None
-            detail = scrub(exc.read(300).decode(errors="replace"), [self._credentials.password])
-            raise DeviceError(f"{where}: {exc.code} {exc.reason} {detail}".strip()) from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise TLSError(
-                    f"{where}: TLS certificate not trusted "
-                    f"({reason.verify_message}); set ssl_insecure=yes in the "
-                    "options only if that is acceptable"
-                ) from None
-            if isinstance(reason, TimeoutError):
-                raise TimedOut(f"{where}: no answer within {self.settings.timeout:g}s") from None
-            raise Unreachable(f"{where}: {reason}") from None
-        except TimeoutError:
-            raise TimedOut(f"{where}: no answer within {self.settings.timeout:g}s") from None
-        except OSError as exc:
-            raise Unreachable(f"{where}: {exc.strerror or exc}") from None
+            status, reason, raw = self._exchange(method, path, body)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if not reused:
+                raise Unreachable(f"{where}: the connection was closed by the device") from None
+            # The device closed an idle keep-alive connection before our request
+            # reached it: a new connection is a first attempt, not a retry.
+            status, reason, raw = self._exchange(method, path, body)
+        if status in (401, 403):
+            raise AuthFailed(f"{where}: {status} {reason}: credentials refused")
+        if status >= 400:
+            detail = scrub(raw[:300].decode(errors="replace"), [self._credentials.password])
+            raise DeviceError(f"{where}: {status} {reason} {detail}".strip())
         if not raw:
             return {}
         try:
@@ -110,6 +138,46 @@ class RedfishDriver(BaseDriver):
         except ValueError:
             raise DeviceError(f"{where}: the answer is not JSON") from None
         return out
+
+    def _exchange(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> tuple[int, str, bytes]:
+        where = f"{self.name}: {method} {path}"
+        conn = self._connection()
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            conn.request(
+                method,
+                path,
+                body=data,
+                headers={
+                    "Authorization": self._auth,
+                    "Accept": "application/json",
+                    "Content-Type": "application/json",
+                },
+            )
+            response = conn.getresponse()
+            raw = response.read()
+            self._conn_used = True
+            if response.will_close:
+                self._drop(conn)
+            return response.status, response.reason, raw
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            self._drop(conn)
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            self._drop(conn)
+            raise TLSError(
+                f"{where}: TLS certificate not trusted "
+                f"({exc.verify_message}); set ssl_insecure=yes in the "
+                "options only if that is acceptable"
+            ) from None
+        except TimeoutError:
+            self._drop(conn)
+            raise TimedOut(f"{where}: no answer within {self.settings.timeout:g}s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(conn)
+            raise Unreachable(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
 
     def _system(self) -> str:
         if self._system_path is None:
@@ -144,7 +212,7 @@ class RedfishDriver(BaseDriver):
         )
 
     async def _get(self) -> PowerState:
-        return await asyncio.to_thread(self._get_sync)
+        return await self._in_thread(self._get_sync)
 
     async def _set(self, state: Literal["on", "off"]) -> None:
-        await asyncio.to_thread(self._set_sync, state)
+        await self._in_thread(lambda: self._set_sync(state))

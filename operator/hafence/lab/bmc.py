@@ -6,7 +6,8 @@ several BMCs on different ports in this process, served by one thread.  Each
 ``on_power_change(state)`` when its power changes (the lab kills or starts a virtual
 host there), and has switches to play failures: ``dead`` (no answer at all) and
 ``stop_answering_after`` (answer N more chassis-control commands, then go silent —
-a BMC that dies mid-operation).
+a BMC that dies mid-operation).  ``sessions_opened`` counts the RMCP+ sessions
+clients opened (the drivers' one-session-per-operation promise is checked on it).
 
 pyghmi's client proposes SHA-256 cipher suites first, and pyghmi's BMC would answer
 them with a SHA-1 session it then fails to complete; this simulator refuses any
@@ -46,6 +47,7 @@ class _Session(serversession.ServerSession):  # type: ignore[misc]
         if auth != _SHA1 or integrity != _SHA1:
             self.bmc.refused_proposals += 1
             return bytearray([request[0], _NO_MATCHING_AUTH, 0, 0]) + request[4:8]
+        self.bmc.sessions_opened += 1
         return super().create_open_session_response(request)
 
     def process_pktqueue(self) -> None:
@@ -86,6 +88,7 @@ class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
         self.dead = False
         self.stop_answering_after: int | None = None
         self.refused_proposals = 0
+        self.sessions_opened = 0  # RMCP+ Open Session requests accepted (one per login)
         self._lock = threading.Lock()
 
     # -- failure switches -----------------------------------------------------------

@@ -39,6 +39,7 @@ class Forwarder:
         self._cut = False
         self._closed = False
         self.connections_refused = 0
+        self.connections_accepted = 0  # relayed connections (a driver's connection count)
         self._thread = threading.Thread(
             target=self._accept_loop, name=f"netcut-{name or self.port}", daemon=True
         )
@@ -64,6 +65,7 @@ class Forwarder:
                 _reset(client)
                 continue
             upstream.settimeout(None)
+            self.connections_accepted += 1
             with self._lock:
                 if self._cut or self._closed:
                     _reset(client)

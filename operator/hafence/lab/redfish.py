@@ -1,7 +1,10 @@
 """sushy-tools' Redfish emulator (fake systems driver) on loopback, over TLS.
 
 A generated self-signed certificate (SAN 127.0.0.1) serves HTTPS; HTTP basic auth
-uses a generated bcrypt htpasswd file.  The fake driver applies a power change 1-11 s
+uses a generated bcrypt htpasswd file.  It is served by cheroot rather than the
+emulator's own Werkzeug server, which closes the connection after every response:
+real BMCs keep HTTP/1.1 connections alive, and the driver's one connection per
+operation is tested against that.  The fake driver applies a power change 1-11 s
 after the request (random, like slow hardware); ``power_delay`` fixes that delay so
 tests and benchmarks are repeatable (``None`` keeps the emulator's own).
 """
@@ -42,8 +45,18 @@ if delay != "default":
         def randint(self, a, b):
             return int(delay)
     fakedriver.random = _Fixed()
+import flask
+def _serve(app, host, port, ssl_context=None, **_):
+    # Werkzeug closes every connection after one response; BMCs keep them alive.
+    from cheroot import wsgi
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+    server = wsgi.Server((host, port), app, numthreads=4)
+    server.ssl_adapter = BuiltinSSLAdapter(
+        app.config["SUSHY_EMULATOR_SSL_CERT"], app.config["SUSHY_EMULATOR_SSL_KEY"]
+    )
+    server.safe_start()
+flask.Flask.run = _serve
 from sushy_tools.emulator.main import main
-from hafence.lab.processes import stop_process_group
 sys.exit(main())
 """
 
