@@ -4,7 +4,8 @@ Prints, per driver, the median and min-max of several runs of ``status`` and of
 ``off`` followed by ``on`` (each verified by polling, as the operator does).  Peers:
 simulated IPMI BMCs (pyghmi server side), Debian's fence_ipmilan, sushy-tools'
 Redfish emulator (fake driver, TLS, power changes applied without the emulator's
-random 1-11 s delay), a real sshd for the fence proxy and soft fencing.
+random 1-11 s delay), a real sshd for the fence proxy and soft fencing, Debian's
+fence_kdump_send against the kdump listener.
 
     .venv/bin/python bench/fencing_latency.py [--runs N]
 """
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.fencing.drivers import build_driver
+from hafence.fencing.kdump import KdumpListener
 from hafence.fencing.protocol import Credentials, FenceDriver, SSHTarget
 from hafence.fencing.ssh import soft_fence
 from hafence.lab.bmc import BmcFarm
@@ -28,6 +30,8 @@ from hafence.lab.redfish import RedfishEmulator
 from hafence.lab.sshd import Sshd
 
 USER, PASSWORD = "admin", "bench-Pa55word"
+KDUMP_SENDER = "/usr/libexec/fence-agents/fence_kdump_send"  # Debian's fence-agents
+HAS_KDUMP_SENDER = os.path.exists(KDUMP_SENDER)
 
 
 def spec(type_: str, port: int, options: str = "") -> FenceAgentSpec:
@@ -124,6 +128,26 @@ async def main(runs: int) -> None:
         await bench_driver(
             "redfish (native, TLS verified)", build_driver(spec("redfish", rf.port), creds), runs
         )
+    await bench_kdump(runs)
+
+
+async def bench_kdump(runs: int) -> None:
+    """Debian's fence_kdump_send started -> the listener has the host's message."""
+    name = "kdump (fence_kdump_send -> listener)"
+    if not wanted(name) or not HAS_KDUMP_SENDER:
+        return
+    async with KdumpListener(port=0) as kd:
+        kd.watch("127.0.0.1")
+
+        async def one() -> None:
+            since = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                KDUMP_SENDER, f"--ipport={kd.port}", "--count=1", "127.0.0.1"
+            )
+            assert await kd.wait_for_dump("127.0.0.1", 10, since=since) is not None
+            await proc.wait()
+
+        print(f"{name:34s} seen   {fmt(await measure(one, runs))}")
 
 
 if __name__ == "__main__":
