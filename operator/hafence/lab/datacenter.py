@@ -11,7 +11,12 @@ A virtual host is what hafence would find in a datacenter, made of local parts:
   lost power), *on* starts a fresh agent with a NEW boot ID (the host booted);
 - an **SSH identity** on the lab's sshd whose forced command is the host's shell:
   ``systemctl restart hafence-agent.service`` makes the supervisor restart the agent
-  with the SAME boot ID.
+  with the SAME boot ID;
+- a **crash kernel** (:meth:`Datacenter.crash_kernel`): the kernel panics into kdump,
+  the agent and every VM die at once, Debian's ``fence_kdump_send`` runs from the
+  host's own loopback address (:mod:`hafence.lab.kdump`) while the dump is written,
+  then the host reboots (new boot ID).  A power-off during the dump ends it: it is
+  counted in ``dumps_interrupted``, the fault the kdump level exists to avoid.
 
 Which VM process belongs to which virtual host is read from the process itself: each
 host's agent runs with ``PATH`` starting with the host's own ``bin`` directory, which
@@ -37,6 +42,7 @@ from pathlib import Path
 from hafence.agent.process import kill_all
 from hafence.lab.bmc import BmcFarm, SimulatedBmc
 from hafence.lab.hostshell import HostKey, HostShells, new_key
+from hafence.lab.kdump import KdumpSender, host_address
 from hafence.lab.netcut import Forwarder, server_of
 from hafence.lab.procs import children, kill_group, vm_processes
 
@@ -82,12 +88,16 @@ class VirtualHost:
     bmc: SimulatedBmc
     bmc_password: str
     ssh_key: HostKey
+    address: str = "127.0.0.1"  # where its kdump messages come from
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     agent: subprocess.Popen[bytes] | None = None
     agent_pids: list[int] = field(default_factory=list)
     powered: bool = True
     boots: int = 0
     agent_restarts: int = 0
+    kdump: KdumpSender | None = None  # while the crash kernel runs
+    dumps: int = 0
+    dumps_interrupted: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
@@ -148,7 +158,7 @@ class Datacenter:
     def start(self) -> None:
         """Forwarders, BMCs and sshd; the agents start with :meth:`boot_all`."""
         target = server_of(self.admin_kubeconfig)
-        for name, rack in self._host_names:
+        for index, (name, rack) in enumerate(self._host_names):
             hdir = self.hosts_dir / name
             hdir.mkdir(parents=True)
             fwd = Forwarder(*target, name=name)
@@ -165,7 +175,9 @@ class Datacenter:
             # power state for them, so the host is told here.
             for action in ("power_cycle", "power_reset"):
                 setattr(bmc, action, functools.partial(self._reboot, name, getattr(bmc, action)))
-            host = VirtualHost(name, rack, hdir, fwd, bmc, password, new_key())
+            host = VirtualHost(
+                name, rack, hdir, fwd, bmc, password, new_key(), address=host_address(index)
+            )
             host.bin_dir.mkdir()
             host.state_dir.mkdir()
             fwd.kubeconfig(self.admin_kubeconfig, host.kubeconfig)
@@ -251,6 +263,9 @@ class Datacenter:
         with host.lock:
             if state == "off" and host.powered:
                 host.powered = False
+                if host.kdump is not None:
+                    self._stop_dump(host)
+                    host.dumps_interrupted += 1
                 killed = self._kill_vms(host, self._kill_agent(host))
                 # The fault that cut the host off (a hung NIC, say) does not survive
                 # the power cycle.
@@ -275,7 +290,7 @@ class Datacenter:
 
     def _sync_reachable(self, host: VirtualHost) -> None:
         marker = host.dir / "unreachable"
-        if host.powered and not host.forwarder.is_cut:
+        if host.powered and not host.forwarder.is_cut and host.kdump is None:
             marker.unlink(missing_ok=True)
         else:
             marker.touch()
@@ -298,6 +313,44 @@ class Datacenter:
         with host.lock:
             host.forwarder.restore()
             self._sync_reachable(host)
+
+    def crash_kernel(self, name: str, kdump_target: tuple[str, int], dump_seconds: float) -> None:
+        """The kernel panics into kdump: agent and VMs die now (the crash kernel runs
+        none of them) and the chassis stays on; fence_kdump_send sends to
+        ``kdump_target`` (the operator's listener) every second for ``dump_seconds``,
+        then the host reboots with a new boot ID."""
+        host = self.hosts[name]
+        with host.lock:
+            if not host.powered or host.kdump is not None:
+                raise RuntimeError(f"{name}: cannot crash: powered off or already dumping")
+            killed = self._kill_vms(host, self._kill_agent(host))
+            host.kdump = KdumpSender(host.address, kdump_target, log=host.dir / "kdump.log")
+            host.dumps += 1
+            self._sync_reachable(host)  # no sshd in a kdump initrd
+            sender = host.kdump
+        timer = threading.Timer(dump_seconds, self._dump_done, (host, sender))
+        timer.daemon = True
+        timer.start()
+        self.notify(
+            "kdump",
+            name,
+            f"kernel crash: dumping, fence_kdump messages from {host.address}; "
+            + (f"VMs {', '.join(killed)} killed" if killed else "no VMs killed"),
+        )
+
+    def _stop_dump(self, host: VirtualHost) -> None:
+        if host.kdump is not None:
+            host.kdump.stop()
+            host.kdump = None
+
+    def _dump_done(self, host: VirtualHost, sender: KdumpSender) -> None:
+        with host.lock:
+            if host.kdump is not sender:  # powered off meanwhile, or the lab closed
+                return
+            self._stop_dump(host)
+            self._start_agent(host, new_boot=True)
+            self._sync_reachable(host)
+        self.notify("kdump", host.name, f"dump written, rebooted: boot ID {host.boot_id[:8]}")
 
     def lose_power(self, name: str, *, bmc_dead: bool) -> None:
         """The host loses power; with ``bmc_dead`` its BMC goes silent too."""
@@ -353,6 +406,7 @@ class Datacenter:
         for host in self.hosts.values():
             with host.lock:
                 host.bmc.on_power_change = None
+                self._stop_dump(host)
                 self._kill_vms(host, self._kill_agent(host))
                 host.forwarder.close()
         self.shells.close()
