@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -89,4 +90,20 @@ async def test_connection_cut_mid_operation(emulator: RedfishEmulator, creds: Cr
         assert (await driver.status()).power_state == "on"
         relay.cut()
         with pytest.raises((Unreachable, TimedOut)):
+            await driver.off()
+
+
+async def test_deaf_device_ends_by_timeout(creds: Credentials) -> None:
+    # It accepts the TCP connection (the kernel's backlog) and never says a word:
+    # the TLS handshake waits, and the configured timeout ends it with a typed error.
+    with socket.create_server(("127.0.0.1", 0)) as deaf:
+        port = deaf.getsockname()[1]
+        driver = build_driver(
+            spec("redfish", port, options="ssl_insecure", timeoutSeconds=1, powerWaitSeconds=1),
+            creds,
+        )
+        with pytest.raises(TimedOut) as err:
+            await driver.status()
+        assert "within 1s" in str(err.value)
+        with pytest.raises((TimedOut, Unreachable)):
             await driver.off()
