@@ -10,6 +10,7 @@ import pytest
 from hafence.fencing.drivers import build_driver
 from hafence.fencing.errors import AuthFailed, TimedOut, TLSError, Unreachable
 from hafence.fencing.protocol import Credentials
+from hafence.fencing.redfish import RedfishDriver
 from hafence.lab.netcut import Forwarder
 from hafence.lab.redfish import RedfishEmulator
 
@@ -91,6 +92,16 @@ async def test_connection_cut_mid_operation(emulator: RedfishEmulator, creds: Cr
         relay.cut()
         with pytest.raises((Unreachable, TimedOut)):
             await driver.off()
+        # Cut inside one operation, after its connection was used: the reused
+        # connection is reset, so is the fresh one tried next; a typed error either way.
+        relay.restore()
+        assert isinstance(driver, RedfishDriver)
+        async with driver._operation():
+            assert await driver._get() == "on"
+            relay.cut()
+            with pytest.raises(Unreachable):
+                await driver._get()
+        assert relay.connections_accepted == 2
 
 
 async def test_deaf_device_ends_by_timeout(creds: Credentials) -> None:

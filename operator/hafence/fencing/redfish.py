@@ -119,13 +119,16 @@ class RedfishDriver(SessionDriver):
         where = f"{self.name}: {method} {path}"
         reused = self._conn is not None and self._conn_used
         try:
-            status, reason, raw = self._exchange(method, path, body)
+            try:
+                status, reason, raw = self._exchange(method, path, body)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if not reused:
+                    raise
+                # The device closed an idle keep-alive connection before our request
+                # reached it: a new connection is a first attempt, not a retry.
+                status, reason, raw = self._exchange(method, path, body)
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-            if not reused:
-                raise Unreachable(f"{where}: the connection was closed by the device") from None
-            # The device closed an idle keep-alive connection before our request
-            # reached it: a new connection is a first attempt, not a retry.
-            status, reason, raw = self._exchange(method, path, body)
+            raise Unreachable(f"{where}: the connection was closed by the device") from None
         if status in (401, 403):
             raise AuthFailed(f"{where}: {status} {reason}: credentials refused")
         if status >= 400:
