@@ -47,7 +47,7 @@ async def test_kernel_crash_sends_kdump_messages_then_reboots(
         kd.watch(hv1.address)
         kd.watch(hv2.address)
         since = asyncio.get_running_loop().time()
-        dc.crash_kernel("hv-1", ("127.0.0.1", kd.port), dump_seconds=4)
+        dc.crash_kernel("hv-1", ("127.0.0.1", kd.port), dump_seconds=2)
 
         # The crash kernel runs no VM and no agent; the chassis is still on.
         assert not [k for _, k, h in dc.vm_processes() if h == "hv-1"], "a VM survived"
