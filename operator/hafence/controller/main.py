@@ -17,6 +17,7 @@ import sys
 import kopf
 from kubernetes import config as kube_config
 
+from hafence.controller import logs
 from hafence.controller.events import EventRecorder
 from hafence.controller.handlers import register
 from hafence.controller.leader import LeaderElector
@@ -60,12 +61,7 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"hafence operator: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("kopf", "aiohttp.access", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(run(settings))
     except KeyboardInterrupt:
