@@ -52,6 +52,7 @@ def exported() -> dict[str, set[str]]:
     m = Metrics()
     m.fence_action("ipmilan", "off", "success", 1.0)  # labelled series appear once used
     m.soft_fence("success")
+    m.agent_health(("dc", "h1-ipmi", "h1", "ipmilan"), False, 0.0)
     for line in m.render().decode().splitlines():
         found = re.match(r"^([a-z_]+)(?:\{([^}]*)\})? ", line)
         if found:

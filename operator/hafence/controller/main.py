@@ -22,6 +22,7 @@ from hafence.controller.events import EventRecorder
 from hafence.controller.handlers import register
 from hafence.controller.leader import LeaderElector
 from hafence.controller.metrics import Metrics, MetricsServer
+from hafence.controller.pmhealth import PMHealth
 from hafence.controller.reconciler import Reconciler
 from hafence.controller.settings import Settings, SettingsError, parse_settings
 from hafence.kube import Api, load_api
@@ -93,6 +94,15 @@ async def run(settings: Settings) -> None:
     recorder = EventRecorder(api, instance=elector.identity)
     reconciler = Reconciler(api, settings.policy(), settings.namespaces, elector, recorder, metrics)
 
+    pm_health = PMHealth(
+        api,
+        reconciler.cache,
+        elector,
+        metrics,
+        reconciler.engines,
+        settings.pm_health_interval,
+    )
+
     registry = kopf.OperatorRegistry()
     register(registry, reconciler)
     kopf.on.login(registry=registry)(lambda **_: _kopf_login(api))
@@ -126,6 +136,10 @@ async def run(settings: Settings) -> None:
         ),
         asyncio.create_task(reconciler.run(), name="reconciler"),
     ]
+    if settings.pm_health_interval > 0:
+        tasks.append(asyncio.create_task(pm_health.run(), name="pm-health"))
+    else:
+        log.info("power-management health checks are off (--pm-health-interval 0)")
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([waiter, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
     # kopf installs its own SIGINT/SIGTERM handlers when it starts; ours must win, so
