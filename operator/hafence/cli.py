@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hafence.api.cli",
         "write the CustomResourceDefinitions generated from the API models",
     ),
+    "outages": (
+        "hafence.controller.cli_outages",
+        "a host's outage record as a timeline: `outages [HOST] -n NS`",
+    ),
     "control-plane": (
         "hafence.lab.cli_controlplane",
         "build or run the local etcd + kube-apiserver",

@@ -11,6 +11,12 @@ from hafence.api.base import Kind, Model, ObjectRef, PrinterColumn, cel
 
 ConfirmationPhase = Literal["Pending", "Applied", "Rejected"]
 
+# Who made a FenceConfirmation, from the API request itself (request.userInfo.username),
+# set by the MutatingAdmissionPolicy hafence-confirmation-records-requester: never a
+# field a user types.  For a confirmation the operator made from a Host annotation,
+# ON_BEHALF_OF carries the user who set that annotation, recorded the same way.
+CONFIRMED_BY_ANNOTATION = "hafence.io/confirmed-by"
+
 
 class FenceConfirmationSpec(Model):
     model_config = Model.model_config | {

@@ -263,7 +263,8 @@ class Executor:
             )
             power = result.power_state
             return fp.AgentResult(
-                power if power in ("on", "off") else "error", result.message or f"via {proxy_name}"
+                power if power in ("on", "off") else "error",
+                f"via {proxy_name}" + (f": {result.message}" if result.message else ""),
             )
         return fp.AgentResult("error", "; ".join(errors))
 

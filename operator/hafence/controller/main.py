@@ -93,6 +93,8 @@ async def run(settings: Settings) -> None:
     metrics.track_leader(lambda: elector.is_leader, lambda: elector.observed_epoch)
     recorder = EventRecorder(api, instance=elector.identity)
     reconciler = Reconciler(api, settings.policy(), settings.namespaces, elector, recorder, metrics)
+    reconciler.outages.history = settings.outage_history
+    reconciler.outages.max_age = settings.outage_max_age
 
     pm_health = PMHealth(
         api,
