@@ -150,6 +150,11 @@ class Outages:
             if not action.vms:
                 rec.status.recovery_seconds = self._since_start(rec, now)
         elif isinstance(action, m.WriteConfirmationStatus):
+            # The core knows nothing of annotations: who made the confirmation (as the
+            # API server recorded it) joins its status here, before the executor writes.
+            obj = self.cache.get("FenceConfirmation", ns, action.name) or {}
+            by = (obj.get("metadata", {}).get("annotations") or {}).get(CONFIRMED_BY_ANNOTATION)
+            action.status.confirmed_by = by
             outage = action.status.outage_id
             applied = self._records.get((ns, (outage or "").rsplit("-", 1)[0]))
             if action.status.phase == "Applied" and applied and applied.outage_id == outage:
