@@ -80,7 +80,7 @@ def test_a_fenced_outage_is_recorded_with_its_story(
     assert moved["name"] == "vm1" and moved["toHost"] == target and moved["runningTime"]
     assert st["recoverySeconds"] > 0 and st["durationSeconds"] >= st["recoverySeconds"] - 1
 
-    table = control_plane.kubectl("get", "hostoutages", "-n", namespace).stdout
+    table = control_plane.kubectl("get", "hostoutages", "-n", namespace).stdout  # the guide's
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "HOST", "START", "STATE", "PROOF", "DURATION"]
     assert row.split()[1:2] == [victim] and " Closed " in row and " fence " in row
@@ -103,6 +103,13 @@ def test_a_fenced_outage_is_recorded_with_its_story(
         "time to recovery: ",
     ):
         assert expected in text, text
+    listed = subprocess.run(
+        [HAFENCE, "outages", "-n", namespace, "--list", "--kubeconfig", kubeconfig],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0 and listed.stdout.startswith(f"outage {spec['outageID']}")
     # The operator's own log: one structured line per power step.
     assert f"outage={spec['outageID']}" in op.output()
     assert "result=off" in op.output() and f"agent={victim}-ipmi" in op.output()
