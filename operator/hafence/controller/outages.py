@@ -112,35 +112,19 @@ class Outages:
 
     def _action(self, ns: str, action: m.Action) -> None:
         now, mono = time.time(), time.monotonic()
+        step: _Step | None = None
         if isinstance(action, m.CheckPower):
-            self._steps[(ns, action.op_id)] = _Step(
-                "power-status",
-                action.host,
-                action.outage_id,
-                now,
-                mono,
-                action.agents,
-                action.proxies,
-                step="status",
-            )
+            step = _Step("power-status", action.host, action.outage_id, now, mono)
+            step.agents, step.proxies, step.step = action.agents, action.proxies, "status"
         elif isinstance(action, m.SoftFence):
-            self._steps[(ns, action.op_id)] = _Step(
-                "soft-fence", action.host, action.outage_id, now, mono
-            )
+            step = _Step("soft-fence", action.host, action.outage_id, now, mono)
         elif isinstance(action, m.RunFenceStep):
-            self._steps[(ns, action.op_id)] = _Step(
-                "fence",
-                action.host,
-                action.outage_id,
-                now,
-                mono,
-                action.agents,
-                action.proxies,
-                action.attempt,
-                action.level,
-                action.step,
-            )
-        elif isinstance(action, m.WriteHostStatus):
+            step = _Step("fence", action.host, action.outage_id, now, mono)
+            step.agents, step.proxies, step.step = action.agents, action.proxies, action.step
+            step.attempt, step.level = action.attempt, action.level
+        if step is not None and isinstance(action, m.CheckPower | m.SoftFence | m.RunFenceStep):
+            self._steps[(ns, action.op_id)] = step
+        if isinstance(action, m.WriteHostStatus):
             self._host_status(ns, action, now)
         elif isinstance(action, m.ReleaseVMs):
             rec = self._record_of(ns, action.host, action.outage_id, now)
@@ -189,7 +173,7 @@ class Outages:
         if not rec.status.phases or rec.status.phases[-1].phase != phase:
             since = status.phase_since or _utc(now)
             rec.status.phases.append(PhaseEntry(phase=phase, time=since))
-            rec.status.state = phase  # type: ignore[assignment]
+            rec.status.state = phase  # type: ignore[assignment]  # an outage phase
             self._flush(rec)
 
     def _vm_running(self, ns: str, action: m.WriteVMStatus, now: float) -> None:
