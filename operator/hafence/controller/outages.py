@@ -283,6 +283,9 @@ class Outages:
             return
         rec.status.state = "Closed"
         rec.status.end_time = _utc(now)
+        # Steps whose answer never came (abandoned, or issued by a lost term): bounded memory.
+        for key in [k for k, st in self._steps.items() if st.outage_id == rec.outage_id]:
+            del self._steps[key]
         rec.status.phases.append(PhaseEntry(phase="Closed", time=_utc(now)))
         rec.status.duration_seconds = int(self._since_start(rec, now) or 0)
         self._flush(rec)
