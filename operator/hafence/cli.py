@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hafence.api.cli",
         "write the CustomResourceDefinitions generated from the API models",
     ),
+    "outages": (
+        "hafence.controller.cli_outages",
+        "a host's outage record as a timeline: `outages [HOST] -n NS`",
+    ),
+    "host": ("hafence.fencing.cli_host", "host checks: `host test NAME -n NS`"),
     "control-plane": (
         "hafence.lab.cli_controlplane",
         "build or run the local etcd + kube-apiserver",

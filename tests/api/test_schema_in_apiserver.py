@@ -90,7 +90,7 @@ def test_category_lists_all_kinds(control_plane, namespace: str) -> None:
     vms = control_plane.kubectl("get", "havms", "-n", namespace).stdout.splitlines()[0].split()
     assert vms == ["NAME", "PHASE", "HOST", "PRIORITY", "HA", "AGE"]
     confirmations = control_plane.kubectl("get", "fc", "-n", namespace).stdout
-    assert confirmations.splitlines()[0].split() == ["NAME", "HOST", "PHASE", "AGE"]
+    assert confirmations.splitlines()[0].split() == ["NAME", "HOST", "PHASE", "BY", "AGE"]
 
 
 # --- invalid input -----------------------------------------------------------------

@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert s.namespaces == ()
     assert (s.lease_name, s.lease_namespace) == ("hafence-operator-leader", "hafence-system")
     assert (s.lease_duration, s.renew_deadline, s.retry_period) == (15, 10.0, 2.0)
-    assert (s.metrics_host, s.metrics_port) == ("0.0.0.0", 8080)
+    assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 8080)
     assert s.profile == "production" and dict(s.policy_overrides) == {}
     assert s.policy() == core_policy.Settings()
 
@@ -159,3 +159,34 @@ def test_settings_are_frozen() -> None:
         s.profile = "lab"  # type: ignore[misc]
     with pytest.raises(TypeError):
         s.policy_overrides["soft_fence_timeout"] = 4.0  # type: ignore[index]
+
+
+def test_off_cluster_metrics_bind_loopback_in_a_pod_all(tmp_path: Path) -> None:
+    assert (parse().metrics_host, parse().metrics_port) == ("127.0.0.1", 8080)
+    sa = tmp_path / "namespace"
+    sa.write_text("hafence-system\n")
+    assert parse(sa=sa).metrics_host == "0.0.0.0"
+    assert parse("--metrics-bind-address", "0.0.0.0:9000").metrics_host == "0.0.0.0"
+
+
+def test_off_cluster_leader_lease_follows_the_watched_namespace(tmp_path: Path) -> None:
+    assert parse("--namespace", "dc1", "--namespace", "dc2").lease_namespace == "dc1"
+    assert parse(env={"HAFENCE_NAMESPACES": "dc3"}).lease_namespace == "dc3"
+    assert parse("--namespace", "dc1", "--leader-lease-namespace", "ops").lease_namespace == "ops"
+    sa = tmp_path / "namespace"
+    sa.write_text("hafence-system\n")
+    assert parse("--namespace", "dc1", sa=sa).lease_namespace == "hafence-system"
+
+
+def test_log_format_and_health_interval() -> None:
+    assert parse().log_format == "text"
+    assert parse("--log-format", "JSON").log_format == "json"
+    with pytest.raises(SettingsError, match=r"--log-format: 'xml' is not a log format"):
+        parse("--log-format", "xml")
+    assert parse().pm_health_interval == 3600.0
+    assert parse("--profile", "lab").pm_health_interval == 60.0
+    assert parse("--pm-health-interval", "0").pm_health_interval == 0.0
+    assert parse(env={"HAFENCE_PM_HEALTH_INTERVAL": "5"}).pm_health_interval == 5.0
+    with pytest.raises(SettingsError, match="--pm-health-interval"):
+        parse("--pm-health-interval", "-3")
+    assert parse("--outage-history", "3").outage_history == 3

@@ -204,3 +204,21 @@ def test_next_deadline_points_at_the_grace_end() -> None:
     assert rig.engine.next_deadline(0.0) == LEASE
     rig.tick(LEASE)
     assert rig.engine.next_deadline(LEASE) == LEASE + 10
+
+
+def test_host_without_ssh_skips_soft_fencing_and_goes_on_to_fencing() -> None:
+    """What the README promises for a Host without spec.ssh: no SSH attempt, a
+    SoftFenceFailed event, then NonResponsive and fencing as usual."""
+    rig = Rig(connecting_grace=2, connecting_grace_per_vm=0)
+    cluster(rig)
+    rig.host("h1", ssh=None)  # the same host, its ssh block removed
+    place(rig, "web", "h1")
+    keep_alive(rig, LEASE + 3, ["h2", "h3"])
+    check = last(rig, m.CheckPower)
+    assert isinstance(check, m.CheckPower)
+    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "on"))
+    assert not rig.of(m.SoftFence)
+    assert "SoftFenceFailed" in rig.reasons("h1")
+    step = last(rig, m.RunFenceStep)
+    assert isinstance(step, m.RunFenceStep) and step.step == "status"
+    assert rig.engine.vms["web"].phase == "Unknown"

@@ -32,6 +32,8 @@ OPERATOR_RIGHTS: set[Right] = {
     },
     ("*", "hafence.io", "fenceconfirmations", "create", "*"),
     ("*", "hafence.io", "hosts", "patch", "*"),
+    *{("*", "hafence.io", "hostoutages", v, "*") for v in ("get", "list", "create", "delete")},
+    *{("*", "hafence.io", "hostoutages/status", v, "*") for v in ("get", "patch")},
     *{("*", "coordination.k8s.io", "leases", v, "*") for v in ("get", "list", "watch")},
     (OPERATOR_NS, "coordination.k8s.io", "leases", "create", "*"),
     (OPERATOR_NS, "coordination.k8s.io", "leases", "get", "hafence-operator-leader"),

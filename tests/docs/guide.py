@@ -182,7 +182,24 @@ class NotRun:
 
 # command -> tests that run exactly that command (none today: every command that can
 # run here is run above; kept so that a command moved to another test is mapped here)
-RUN_ELSEWHERE: dict[str, tuple[str, ...]] = {}
+RUN_ELSEWHERE: dict[str, tuple[str, ...]] = {
+    "kubectl get hostoutages -n NS": (
+        "tests/operator/test_outages.py::test_a_fenced_outage_is_recorded_with_its_story",
+    ),
+    "hafence outages HOST -n NS": (
+        "tests/operator/test_outages.py::test_a_fenced_outage_is_recorded_with_its_story",
+    ),
+    "hafence outages -n NS --list": (
+        "tests/operator/test_outages.py::test_a_fenced_outage_is_recorded_with_its_story",
+    ),
+    "hafence host test NAME -n NS": (
+        "tests/fencing/test_host_cli.py::test_host_test_checks_ssh_soft_fence_command_and_agents",
+    ),
+    "hafence crds -o - | kubectl apply --server-side -f -": (
+        "tests/api/test_crds_generated.py::test_crds_to_stdout_apply_with_kubectl",
+    ),
+    "kubectl get fc": ("tests/api/test_schema_in_apiserver.py::test_every_sample_is_created",),
+}
 
 E2E = "tests/e2e/test_scenarios.py::"
 NOT_RUN: dict[str, NotRun] = {
@@ -277,6 +294,8 @@ MENTIONS: dict[str, str] = {
     "kubectl create token": "names the command whose full form is in an sh block",
     "kubectl describe": "names the command; `kubectl describe host NAME -n NS` is run",
     "hack/kind.sh": "the script behind `make kind-*`, run above",
+    "hafence host test": "names the command; `hafence host test NAME -n NS` is run",
+    "hafence fence-agent test": "names the command; `hafence fence-agent test NAME -n NS` is run",
     "hafence operator --namespace NS --profile lab ...": (
         "how the lab starts the operator, flags elided; not a line to type"
     ),

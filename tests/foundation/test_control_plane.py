@@ -66,3 +66,50 @@ def test_kubebuilder_assets_are_used_when_set(tmp_path: Path, monkeypatch) -> No
     os.unlink(tmp_path / "kubectl")
     with pytest.raises(binaries.BinariesUnavailable, match="KUBEBUILDER_ASSETS"):
         binaries.find()
+
+
+def test_up_takes_flags_and_reports_an_apiserver_that_dies(tmp_path: Path) -> None:
+    """`hafence control-plane up --apiserver-port P --data-dir D --kubeconfig K`: the
+    apiserver listens on P, K works; when the apiserver is killed under it, `up` reaps
+    it, says so on stderr with its exit status, stops etcd and exits 1."""
+    import signal
+    import sys
+    import time
+
+    from hafence.lab.controlplane import free_port
+
+    port = free_port()
+    data, kubeconfig = tmp_path / "cp", tmp_path / "admin.kubeconfig"
+    hafence = str(Path(sys.executable).parent / "hafence")
+    argv = [hafence, "control-plane", "up", "--apiserver-port", str(port)]
+    argv += ["--data-dir", str(data), "--kubeconfig", str(kubeconfig)]
+    up = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout is not None
+        assert up.stdout.readline().strip() == f"export KUBECONFIG={kubeconfig}"
+        info = up.stdout.readline()
+        assert f"https://127.0.0.1:{port}" in info
+        apiserver_pid = int(info.split("(pid ")[1].split(")")[0])
+        etcd_pid = int(info.split("(pid ")[2].split(")")[0])
+        found = binaries.find()
+        assert found is not None
+        ns = subprocess.run(
+            [str(found.kubectl), "--kubeconfig", str(kubeconfig), "get", "ns", "default"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert ns.returncode == 0, ns.stderr
+        os.kill(apiserver_pid, signal.SIGKILL)
+        _, err = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 1
+    assert f"kube-apiserver (pid {apiserver_pid}) exited with status -9" in err
+    assert (data / "pki" / "ca.crt").exists(), "a --data-dir is kept"
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{etcd_pid}").exists() and not _zombie(etcd_pid):
+        assert time.monotonic() < deadline, "etcd left running"
+        time.sleep(0.1)

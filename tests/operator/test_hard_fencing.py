@@ -27,7 +27,13 @@ def bmcs() -> Iterator[BmcFarm]:
 
 
 def datacenter(
-    api: Api, ns: str, bmcs: BmcFarm, heartbeats, names=("h1", "h2", "h3"), power_delay: float = 0.0
+    api: Api,
+    ns: str,
+    bmcs: BmcFarm,
+    heartbeats,
+    names=("h1", "h2", "h3"),
+    power_delay: float = 0.0,
+    timeout: int = 10,
 ) -> None:
     api.core.create_namespaced_secret(
         ns, {"metadata": {"name": "ipmi"}, "stringData": {"username": USER, "password": PASSWORD}}
@@ -47,7 +53,7 @@ def datacenter(
                     "port": bmc.port,
                     "credentialsSecretRef": {"name": "ipmi"},
                     "options": "lanplus=1",
-                    "timeoutSeconds": 10,
+                    "timeoutSeconds": timeout,
                     "powerWaitSeconds": 15,
                 },
             },

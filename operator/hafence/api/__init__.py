@@ -8,9 +8,16 @@ from hafence.api.confirmation import (
 )
 from hafence.api.fenceagent import FENCE_AGENT, FenceAgentSpec, FenceAgentStatus
 from hafence.api.host import HOST, HostSpec, HostStatus
+from hafence.api.outage import HOST_OUTAGE, HostOutageSpec, HostOutageStatus
 from hafence.api.vm import HA_VIRTUAL_MACHINE, HAVirtualMachineSpec, HAVirtualMachineStatus
 
-KINDS: tuple[Kind, ...] = (HOST, FENCE_AGENT, HA_VIRTUAL_MACHINE, FENCE_CONFIRMATION)
+KINDS: tuple[Kind, ...] = (
+    HOST,
+    FENCE_AGENT,
+    HA_VIRTUAL_MACHINE,
+    FENCE_CONFIRMATION,
+    HOST_OUTAGE,
+)
 
 __all__ = [
     "API_VERSION",
@@ -19,6 +26,7 @@ __all__ = [
     "GROUP",
     "HA_VIRTUAL_MACHINE",
     "HOST",
+    "HOST_OUTAGE",
     "KINDS",
     "VERSION",
     "Condition",
@@ -28,6 +36,8 @@ __all__ = [
     "FenceConfirmationStatus",
     "HAVirtualMachineSpec",
     "HAVirtualMachineStatus",
+    "HostOutageSpec",
+    "HostOutageStatus",
     "HostSpec",
     "HostStatus",
     "Kind",

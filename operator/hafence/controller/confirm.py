@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from hafence.api.base import API_VERSION
+from hafence.api.confirmation import CONFIRM_REBOOTED_BY_ANNOTATION, ON_BEHALF_OF_ANNOTATION
 from hafence.api.lease import HOST_LABEL
 from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector
@@ -44,6 +45,9 @@ class ConfirmAnnotations:
         if reason is None:
             return
         namespace, name = meta["namespace"], meta["name"]
+        # Recorded by the API server from the annotating request (who-confirmed-policy):
+        # the confirmation speaks for that person, not for the operator that made it.
+        by = (meta.get("annotations") or {}).get(CONFIRM_REBOOTED_BY_ANNOTATION)
         record = engine.hosts.get(name) if engine is not None else None
         outage = record.outage_id if record is not None else None
         cname = confirmation_name(name, meta.get("uid", ""), outage, reason)
@@ -53,7 +57,10 @@ class ConfirmAnnotations:
             "metadata": {
                 "name": cname,
                 "labels": {HOST_LABEL: name},
-                "annotations": {SOURCE_ANNOTATION: f"annotation {CONFIRM_ANNOTATION}"},
+                "annotations": {
+                    SOURCE_ANNOTATION: f"annotation {CONFIRM_ANNOTATION}",
+                    **({ON_BEHALF_OF_ANNOTATION: by} if by else {}),
+                },
             },
             # An empty reason is refused by the schema; the annotation's is kept verbatim.
             "spec": {"hostRef": {"name": name}, "reason": reason.strip() or "(no reason given)"},
@@ -78,7 +85,11 @@ class ConfirmAnnotations:
                 exc,
             )
             return
-        patch = {"metadata": {"annotations": {CONFIRM_ANNOTATION: None}}}
+        patch = {
+            "metadata": {
+                "annotations": {CONFIRM_ANNOTATION: None, CONFIRM_REBOOTED_BY_ANNOTATION: None}
+            }
+        }
         try:
             await asyncio.to_thread(
                 self.api.patch,

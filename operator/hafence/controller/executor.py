@@ -24,7 +24,7 @@ from hafence.api.lease import LeaseError, parse_microtime
 from hafence.controller.cache import Cache
 from hafence.controller.events import EventRecorder
 from hafence.controller.leader import LeaderElector, NotLeader
-from hafence.controller.metrics import Metrics
+from hafence.controller.metrics import Metrics, result_of
 from hafence.core import fencing_plan as fp
 from hafence.core import messages as m
 from hafence.fencing.drivers import build_driver
@@ -215,7 +215,7 @@ class Executor:
                 target, spec.ssh.soft_fence_command, float(spec.ssh.timeout_seconds)
             )
         except (FenceError, KubeError) as exc:
-            self.metrics.soft_fence("failure")
+            self.metrics.soft_fence(result_of(exc))
             return m.SoftFenceResult(time.time(), action.host, action.op_id, False, str(exc))
         ok = outcome.exit_status == 0
         self.metrics.soft_fence("success" if ok else "failure")
@@ -251,7 +251,7 @@ class Executor:
                 result: FenceResult = await getattr(driver, operation)()
             except FenceError as exc:
                 self.metrics.fence_action(
-                    spec.type, _action(operation), "failure", time.monotonic() - started
+                    spec.type, _action(operation), result_of(exc), time.monotonic() - started
                 )
                 errors.append(f"via {proxy_name}: {exc}")
                 continue
@@ -263,7 +263,8 @@ class Executor:
             )
             power = result.power_state
             return fp.AgentResult(
-                power if power in ("on", "off") else "error", result.message or f"via {proxy_name}"
+                power if power in ("on", "off") else "error",
+                f"via {proxy_name}" + (f": {result.message}" if result.message else ""),
             )
         return fp.AgentResult("error", "; ".join(errors))
 

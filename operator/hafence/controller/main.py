@@ -17,10 +17,12 @@ import sys
 import kopf
 from kubernetes import config as kube_config
 
+from hafence.controller import logs
 from hafence.controller.events import EventRecorder
 from hafence.controller.handlers import register
 from hafence.controller.leader import LeaderElector
 from hafence.controller.metrics import Metrics, MetricsServer
+from hafence.controller.pmhealth import PMHealth
 from hafence.controller.reconciler import Reconciler
 from hafence.controller.settings import Settings, SettingsError, parse_settings
 from hafence.kube import Api, load_api
@@ -60,12 +62,7 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"hafence operator: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("kopf", "aiohttp.access", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(run(settings))
     except KeyboardInterrupt:
@@ -96,6 +93,17 @@ async def run(settings: Settings) -> None:
     metrics.track_leader(lambda: elector.is_leader, lambda: elector.observed_epoch)
     recorder = EventRecorder(api, instance=elector.identity)
     reconciler = Reconciler(api, settings.policy(), settings.namespaces, elector, recorder, metrics)
+    reconciler.outages.history = settings.outage_history
+    reconciler.outages.max_age = settings.outage_max_age
+
+    pm_health = PMHealth(
+        api,
+        reconciler.cache,
+        elector,
+        metrics,
+        reconciler.engines,
+        settings.pm_health_interval,
+    )
 
     registry = kopf.OperatorRegistry()
     register(registry, reconciler)
@@ -130,6 +138,10 @@ async def run(settings: Settings) -> None:
         ),
         asyncio.create_task(reconciler.run(), name="reconciler"),
     ]
+    if settings.pm_health_interval > 0:
+        tasks.append(asyncio.create_task(pm_health.run(), name="pm-health"))
+    else:
+        log.info("power-management health checks are off (--pm-health-interval 0)")
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([waiter, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
     # kopf installs its own SIGINT/SIGTERM handlers when it starts; ours must win, so

@@ -10,6 +10,9 @@ Metrics (one registry per :class:`Metrics`; this table goes into the user guide)
 | `hafence_fence_duration_seconds` | histogram | `driver`,`action`         | one power action      |
 | `hafence_soft_fences_total`      | counter   | `result`                  | SSH agent restarts    |
 | `hafence_vm_recovery_seconds`    | histogram |                           | fault to VM running   |
+| `hafence_fence_agent_reachable`  | gauge     |`datacenter`,`fence_agent`,| last health check of |
+|                                  |           | `host`,`driver`           | the agent: 1 answered |
+| `hafence_fence_agent_last_check_timestamp_seconds` | gauge | (the same)  | when it was checked   |
 | `hafence_leader`                 | gauge     |                           | 1 if leading, else 0  |
 | `hafence_leader_epoch`           | gauge     |                           | latest epoch seen     |
 
@@ -22,6 +25,10 @@ Metrics (one registry per :class:`Metrics`; this table goes into the user guide)
 - `hafence_vm_recovery_seconds`: from the host fault being detected (heartbeat lost)
   to the HA VM running on another host.
 - `hafence_leader_epoch`: the epoch on the leader Lease as this replica last saw it.
+- `hafence_fence_agent_reachable`: written by the leader's power-management health
+  check (``--pm-health-interval``, controller/pmhealth.py) for hosts not in an outage;
+  the series of a deleted FenceAgent is removed. A driver's own timeout counts as
+  `result="timeout"` in `hafence_fence_attempts_total`, any other error as `failure`.
 
 HTTP endpoints (:class:`MetricsServer`, default ``0.0.0.0:8080`` in a cluster):
 
@@ -35,6 +42,7 @@ HTTP endpoints (:class:`MetricsServer`, default ``0.0.0.0:8080`` in a cluster):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Literal, get_args
@@ -51,8 +59,13 @@ from prometheus_client import (
 
 from hafence.api.host import HostPhase
 from hafence.api.vm import VMPhase
+from hafence.fencing.errors import TimedOut
 
 log = logging.getLogger(__name__)
+
+# `datacenter` is the FenceAgent's namespace: a label named `namespace` would collide
+# with the scrape target's own (Prometheus would rename ours to exported_namespace).
+AGENT_LABELS = ("datacenter", "fence_agent", "host", "driver")
 
 FenceAction = Literal["status", "off", "on"]
 FenceResult = Literal["success", "failure", "timeout"]
@@ -116,6 +129,18 @@ class Metrics:
             buckets=RECOVERY_BUCKETS,
             registry=r,
         )
+        self.agent_reachable = Gauge(
+            "hafence_fence_agent_reachable",
+            "1 if the fence agent answered its last power-management health check, else 0.",
+            AGENT_LABELS,
+            registry=r,
+        )
+        self.agent_checked = Gauge(
+            "hafence_fence_agent_last_check_timestamp_seconds",
+            "When the fence agent's power status was last checked (Unix time).",
+            AGENT_LABELS,
+            registry=r,
+        )
         self.leader = Gauge("hafence_leader", "1 while this replica leads, else 0.", registry=r)
         self.leader_epoch = Gauge(
             "hafence_leader_epoch", "Latest leader epoch seen on the leader Lease.", registry=r
@@ -137,6 +162,18 @@ class Metrics:
         self.fence_attempts.labels(driver=driver, action=action, result=result).inc()
         self.fence_duration.labels(driver=driver, action=action).observe(seconds)
 
+    def agent_health(
+        self, labels: tuple[str, str, str, str], reachable: bool, checked_at: float
+    ) -> None:
+        """A health check of one fence agent: (datacenter, fence_agent, host, driver)."""
+        self.agent_reachable.labels(*labels).set(1 if reachable else 0)
+        self.agent_checked.labels(*labels).set(checked_at)
+
+    def forget_agent(self, labels: tuple[str, str, str, str]) -> None:
+        for gauge in (self.agent_reachable, self.agent_checked):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+
     def soft_fence(self, result: SoftFenceResult) -> None:
         self.soft_fences.labels(result=result).inc()
 
@@ -157,6 +194,11 @@ class Metrics:
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)
         return data
+
+
+def result_of(exc: BaseException) -> FenceResult:
+    """The metric result of a failed power action: a driver's own timeout is "timeout"."""
+    return "timeout" if isinstance(exc, TimedOut) else "failure"
 
 
 def _set_phases(

@@ -25,6 +25,7 @@ from hafence.controller.executor import Executor
 from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.metrics import Metrics
 from hafence.controller.observe import inputs_for, key
+from hafence.controller.outages import Outages
 from hafence.core import messages as m
 from hafence.core.engine import Engine
 from hafence.core.policy import Settings as Policy
@@ -55,6 +56,7 @@ class Reconciler:
         self.metrics = metrics
         self.cache = Cache()
         self.confirm = ConfirmAnnotations(api, self.cache, elector)
+        self.outages = Outages(api, self.cache, elector)
         self.engines: dict[str, Engine] = {}
         self.executors: dict[str, Executor] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -104,9 +106,11 @@ class Reconciler:
         self._wake.set()
 
     async def _feed_one(self, namespace: str, inp: m.Input) -> None:
+        self.outages.result(namespace, inp)
         await self.feed(namespace, [inp])
 
     async def _run(self, namespace: str, actions: list[m.Action]) -> None:
+        self.outages.observe(namespace, actions)
         self._measure_recovery(namespace, actions)
         if actions:
             try:

@@ -13,14 +13,22 @@ variable it came from and the value.
 | `--leader-lease-name NAME`     | `HAFENCE_LEADER_LEASE_NAME`        | `hafence-operator-` |
 |                                |                                    | `leader`            |
 | `--leader-lease-namespace NS`  | `HAFENCE_LEADER_LEASE_NAMESPACE`   | the pod's namespace,|
-|                                |                                    | else hafence-system |
+|                                |                                    | else the first      |
+|                                |                                    | `--namespace`, else |
+|                                |                                    | hafence-system      |
 | `--leader-lease-duration S`    | `HAFENCE_LEADER_LEASE_DURATION`    | 15 (whole seconds)  |
 | `--leader-renew-deadline S`    | `HAFENCE_LEADER_RENEW_DEADLINE`    | 10                  |
 | `--leader-retry-period S`      | `HAFENCE_LEADER_RETRY_PERIOD`      | 2                   |
-| `--metrics-bind-address H:P`   | `HAFENCE_METRICS_BIND_ADDRESS`     | `0.0.0.0:8080`      |
+| `--metrics-bind-address H:P`   | `HAFENCE_METRICS_BIND_ADDRESS`     | in a pod            |
+|                                |                                    | `0.0.0.0:8080`, else|
+|                                |                                    | `127.0.0.1:8080`    |
 | `--profile NAME`               | `HAFENCE_PROFILE`                  | `production`, `lab` |
 | `--policy KEY=VALUE` (repeat.) | `HAFENCE_POLICY` (`k=v,k=v`)       | none                |
 | `--log-level LEVEL`            | `HAFENCE_LOG_LEVEL`                | `info`              |
+| `--log-format FORMAT`          | `HAFENCE_LOG_FORMAT`               | `text` (or `json`)  |
+| `--pm-health-interval S`       | `HAFENCE_PM_HEALTH_INTERVAL`       | 3600, lab 60; 0: off|
+| `--outage-history N`           | `HAFENCE_OUTAGE_HISTORY`           | 20 per host         |
+| `--outage-max-age S`           | `HAFENCE_OUTAGE_MAX_AGE`           | 2592000 (30 days)   |
 
 The fencing timings are the core's (:class:`hafence.core.policy.Settings`): the profile
 picks a base, ``--policy`` overrides single fields of it (``--policy
@@ -47,6 +55,11 @@ from hafence.core import policy as core_policy
 Profile = Literal["production", "lab"]
 PROFILES: tuple[Profile, ...] = ("production", "lab")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+# oVirt's PMHealthCheckIntervalInSec; the lab checks every minute so a test sees it.
+PM_HEALTH_INTERVAL = {"production": 3600.0, "lab": 60.0}
+OUTAGE_HISTORY = 20
+OUTAGE_MAX_AGE = 30 * 24 * 3600.0
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 FALLBACK_LEASE_NAMESPACE = "hafence-system"
@@ -96,11 +109,15 @@ class Settings:
     lease_duration: int = 15
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 8080
     profile: Profile = "production"
     policy_overrides: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     log_level: str = "info"
+    log_format: str = "text"
+    pm_health_interval: float = PM_HEALTH_INTERVAL["production"]  # 0: no checks
+    outage_history: int = OUTAGE_HISTORY  # HostOutages kept per host
+    outage_max_age: float = OUTAGE_MAX_AGE  # seconds a finished HostOutage is kept
 
     def policy(self) -> core_policy.Settings:
         """The core's policy: the profile's base with ``policy_overrides`` applied."""
@@ -149,8 +166,8 @@ def build_parser(prog: str = "hafence operator") -> argparse.ArgumentParser:
     p.add_argument(
         "--leader-lease-namespace",
         metavar="NS",
-        help=f"default: the pod's namespace, else {FALLBACK_LEASE_NAMESPACE} "
-        "[HAFENCE_LEADER_LEASE_NAMESPACE]",
+        help="default: the pod's namespace, else the first --namespace, else "
+        f"{FALLBACK_LEASE_NAMESPACE} [HAFENCE_LEADER_LEASE_NAMESPACE]",
     )
     p.add_argument(
         "--leader-lease-duration",
@@ -170,7 +187,8 @@ def build_parser(prog: str = "hafence operator") -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics-bind-address",
         metavar="HOST:PORT",
-        help="/metrics, /healthz, /readyz; default 0.0.0.0:8080 [HAFENCE_METRICS_BIND_ADDRESS]",
+        help="/metrics, /healthz, /readyz; default 0.0.0.0:8080 in a pod, else "
+        "127.0.0.1:8080 [HAFENCE_METRICS_BIND_ADDRESS]",
     )
     p.add_argument(
         "--profile",
@@ -188,6 +206,28 @@ def build_parser(prog: str = "hafence operator") -> argparse.ArgumentParser:
         "--log-level",
         metavar="LEVEL",
         help="debug, info (default), warning or error [HAFENCE_LOG_LEVEL]",
+    )
+    p.add_argument(
+        "--log-format",
+        metavar="FORMAT",
+        help="text (default) or json: one JSON object per line [HAFENCE_LOG_FORMAT]",
+    )
+    p.add_argument(
+        "--pm-health-interval",
+        metavar="SECONDS",
+        help="read every FenceAgent's power status this often, spread over the interval; "
+        "0 turns it off; default 3600, lab profile 60 [HAFENCE_PM_HEALTH_INTERVAL]",
+    )
+    p.add_argument(
+        "--outage-history",
+        metavar="N",
+        help=f"HostOutage records kept per host, default {OUTAGE_HISTORY} [HAFENCE_OUTAGE_HISTORY]",
+    )
+    p.add_argument(
+        "--outage-max-age",
+        metavar="SECONDS",
+        help="finished HostOutage records older than this are deleted, default "
+        f"{OUTAGE_MAX_AGE:.0f} (30 days) [HAFENCE_OUTAGE_MAX_AGE]",
     )
     return p
 
@@ -214,11 +254,14 @@ def parse_settings(
         names = [n.strip() for n in raw.split(",") if n.strip()]
         namespaces = tuple(_namespace(f"HAFENCE_NAMESPACES={raw!r}", n) for n in names)
 
+    pod_namespace = None
+    with contextlib.suppress(OSError):  # not in a pod
+        pod_namespace = service_account_namespace.read_text().strip() or None
     lease_namespace = src.get("leader_lease_namespace")
     if lease_namespace is None:
-        lease_namespace = FALLBACK_LEASE_NAMESPACE
-        with contextlib.suppress(OSError):  # not in a pod
-            lease_namespace = service_account_namespace.read_text().strip() or lease_namespace
+        # Off-cluster the operator may be allowed only the namespaces it watches: its
+        # Lease goes where it has rights rather than into a namespace nobody made.
+        lease_namespace = pod_namespace or (namespaces or (FALLBACK_LEASE_NAMESPACE,))[0]
     else:
         lease_namespace = _namespace(src.where("leader_lease_namespace"), lease_namespace)
 
@@ -243,15 +286,20 @@ def parse_settings(
             f"the renew deadline ({src.where('leader_renew_deadline')}: {renew_deadline:g})"
         )
 
+    # In a pod the kubelet's probes and Prometheus come from outside; off-cluster the
+    # metrics are nobody else's business unless asked for.
+    default_bind = "0.0.0.0:8080" if pod_namespace is not None else "127.0.0.1:8080"
     host, port = _bind_address(
-        src.where("metrics_bind_address"), src.get("metrics_bind_address") or "0.0.0.0:8080"
+        src.where("metrics_bind_address"), src.get("metrics_bind_address") or default_bind
     )
 
-    profile = src.get("profile") or "production"
-    if profile not in PROFILES:
+    profile_name = src.get("profile") or "production"
+    if profile_name not in PROFILES:
         raise SettingsError(
-            f"{src.where('profile')}: {profile!r} is not a profile (choose {' or '.join(PROFILES)})"
+            f"{src.where('profile')}: {profile_name!r} is not a profile "
+            f"(choose {' or '.join(PROFILES)})"
         )
+    profile: Profile = profile_name
 
     overrides: dict[str, float] = {}
     env_policy = environ.get("HAFENCE_POLICY", "")
@@ -270,6 +318,21 @@ def parse_settings(
             f"(choose {', '.join(LOG_LEVELS)})"
         )
 
+    log_format = (src.get("log_format") or "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise SettingsError(
+            f"{src.where('log_format')}: {log_format!r} is not a log format "
+            f"(choose {' or '.join(LOG_FORMATS)})"
+        )
+    raw_interval = (src.get("pm_health_interval") or "").strip()
+    pm_interval = (
+        0.0
+        if raw_interval in ("0", "0.0")
+        else src.number("pm_health_interval", PM_HEALTH_INTERVAL[profile])
+    )
+    history = src.number("outage_history", OUTAGE_HISTORY, whole=True)
+    max_age = src.number("outage_max_age", OUTAGE_MAX_AGE)
+
     settings = Settings(
         namespaces=namespaces,
         kubeconfig=src.get("kubeconfig") or None,
@@ -284,6 +347,10 @@ def parse_settings(
         profile=profile,
         policy_overrides=MappingProxyType(overrides),
         log_level=log_level,
+        log_format=log_format,
+        pm_health_interval=pm_interval,
+        outage_history=int(history),
+        outage_max_age=max_age,
     )
     settings.policy()  # the core checks the combination now, not at the first fence
     return settings

@@ -149,14 +149,31 @@ def kubeconfig_text(
 
 
 class ControlPlane:
-    """``with ControlPlane() as cp:`` gives ``cp.kubeconfig`` of a running apiserver."""
+    """``with ControlPlane() as cp:`` gives ``cp.kubeconfig`` of a running apiserver.
 
-    def __init__(self, binaries: Binaries | None = None, log_dir: Path | None = None) -> None:
+    ``data_dir``: keep certificates, etcd's data and the kubeconfig there (reused by the
+    next start, never deleted); default a temporary directory removed at stop.
+    """
+
+    def __init__(
+        self,
+        binaries: Binaries | None = None,
+        log_dir: Path | None = None,
+        *,
+        data_dir: Path | None = None,
+        etcd_port: int | None = None,
+        apiserver_port: int | None = None,
+    ) -> None:
         self.binaries = binaries or ensure()
-        self.dir = Path(tempfile.mkdtemp(prefix="hafence-cp-"))
+        self.keep = data_dir is not None
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.dir = data_dir
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="hafence-cp-"))
         self.log_dir = log_dir or self.dir
-        self.etcd_port = free_port()
-        self.apiserver_port = free_port()
+        self.etcd_port = etcd_port or free_port()
+        self.apiserver_port = apiserver_port or free_port()
         self.url = f"https://127.0.0.1:{self.apiserver_port}"
         self.kubeconfig = self.dir / "kubeconfig"
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -195,8 +212,9 @@ class ControlPlane:
 
     def start(self) -> None:
         pki = self.dir / "pki"
-        pki.mkdir()
-        write_pki(pki)
+        if not (pki / "ca.crt").exists():  # a kept data dir keeps its certificates
+            pki.mkdir(exist_ok=True)
+            write_pki(pki)
         self.start_etcd()
         self.start_apiserver()
         self.kubeconfig.write_text(
@@ -279,8 +297,13 @@ class ControlPlane:
         for proc in reversed(self._procs):
             stop_process_group(proc)
         self._procs.clear()
-        if os.environ.get("HAFENCE_KEEP_CONTROL_PLANE") is None:
+        if not self.keep and os.environ.get("HAFENCE_KEEP_CONTROL_PLANE") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def exited(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        """The control plane's processes that have ended, reaped (no zombie is left)."""
+        procs = (("etcd", self.etcd), ("kube-apiserver", self.apiserver))
+        return [(name, p) for name, p in procs if p is not None and p.poll() is not None]
 
     # -- helpers -------------------------------------------------------------------
     def _wait(
