@@ -12,12 +12,18 @@ from dataclasses import dataclass, field, replace
 
 @dataclass(frozen=True)
 class ClusterPolicy:
-    """Per-cluster fencing policy (oVirt's cluster "Fencing Policy")."""
+    """Per-cluster fencing policy: oVirt's cluster "Fencing Policy" fields, with the
+    connectivity rule of ``connectivity.py`` (docs/architecture.md, "Fencing when many
+    hosts vanish")."""
 
     fencing_enabled: bool = True
-    # oVirt's "skip fencing if N% of hosts are non-responsive": the operator's own
-    # network is the likelier fault when many hosts vanish together.
-    skip_if_unreachable_percent: int = 50
+    # oVirt's skipFencingIfConnectivityBroken + hostsWithBrokenConnectivityThreshold.
+    # oVirt ships it off and compares with >=, which made a two-host cluster (1/2 =
+    # 50 %) never fence once switched on.  Here it is on, the comparison is a strict
+    # majority (> threshold) and it applies only to clusters of at least
+    # connectivity.MIN_HOSTS hosts, counting a host whose BMC said "off" as reachable.
+    skip_if_connectivity_broken: bool = True
+    connectivity_threshold_percent: int = 50
 
 
 @dataclass(frozen=True)
@@ -98,10 +104,10 @@ class Settings:
             "<default>": self.default_cluster_policy,
             **dict(self.cluster_policies),
         }.items():
-            if not 1 <= pol.skip_if_unreachable_percent <= 101:
+            if not 1 <= pol.connectivity_threshold_percent <= 100:
                 raise ValueError(
-                    f"cluster {cname}: skip_if_unreachable_percent must be 1..101 "
-                    f"(101 disables the check), got {pol.skip_if_unreachable_percent!r}"
+                    f"cluster {cname}: connectivity_threshold_percent must be 1..100, "
+                    f"got {pol.connectivity_threshold_percent!r}"
                 )
 
     def cluster(self, name: str) -> ClusterPolicy:
