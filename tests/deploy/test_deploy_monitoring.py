@@ -14,7 +14,7 @@ import pytest
 import yaml
 from deploy_support import MANIFESTS, render
 
-from hafence.controller.metrics import HOST_PHASES, FenceAction, FenceResult, Metrics
+from hafence.controller.metrics import HOLD_REASONS, HOST_PHASES, FenceAction, FenceResult, Metrics
 from hafence.lab.controlplane import ControlPlane
 
 RULES = MANIFESTS / "monitoring" / "hafence.rules.yaml"
@@ -24,6 +24,7 @@ REQUIRED = {
     "HafenceFencingFailing",
     "HafenceNoLeader",
     "HafenceHeartbeatsMissing",
+    "HafenceFenceSkipped",
 }
 # Labels Prometheus adds to every scraped series, which rules may join on.
 TARGET_LABELS = {"instance", "job", "pod", "namespace"}
@@ -75,6 +76,7 @@ def test_rules_use_only_exported_metrics_and_labels() -> None:
         "phase": set(HOST_PHASES),
         "action": set(get_args(FenceAction)),
         "result": set(get_args(FenceResult)),
+        "reason": set(HOLD_REASONS),
     }
     for rule in rules():
         expr = rule["expr"]

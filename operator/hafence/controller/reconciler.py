@@ -178,7 +178,7 @@ class Reconciler:
         async with self._lock(namespace):
             if namespace in self.engines:
                 return
-            engine = Engine(self.policy)
+            engine = Engine(self.policy, namespace)
             self.engines[namespace] = engine
             self.executors[namespace] = Executor(
                 self.api,
@@ -269,8 +269,11 @@ class Reconciler:
     def _update_metrics(self) -> None:
         hosts: Counter[str] = Counter()
         vms: Counter[str] = Counter()
+        held: Counter[str] = Counter()
         for engine in self.engines.values():
             hosts.update(h.phase.value for h in engine.hosts.values())
             vms.update(v.phase for v in engine.vms.values())
+            held.update(h.held for h in engine.hosts.values() if h.held and h.outage_id)
         self.metrics.set_host_phases(hosts)
         self.metrics.set_vm_phases(vms)
+        self.metrics.set_fence_holds(held)
