@@ -25,6 +25,8 @@ from hafence.controller.executor import Executor
 from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.metrics import Metrics
 from hafence.controller.observe import inputs_for, key
+from hafence.controller.policies import KIND as POLICY_KIND
+from hafence.controller.policies import FencingPolicies
 from hafence.core import messages as m
 from hafence.core.engine import Engine
 from hafence.core.policy import Settings as Policy
@@ -55,6 +57,7 @@ class Reconciler:
         self.metrics = metrics
         self.cache = Cache()
         self.confirm = ConfirmAnnotations(api, self.cache, elector)
+        self.policies = FencingPolicies(api, self.cache, elector, policy)
         self.engines: dict[str, Engine] = {}
         self.executors: dict[str, Executor] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -72,6 +75,11 @@ class Reconciler:
         elif not self.cache.put(kind, obj):
             return  # older than what we know
         if not self.elector.is_leader:
+            return
+        if kind == POLICY_KIND:  # not an input of the core but its settings; idempotent
+            namespace = key(obj)[0]
+            async with self._lock(namespace):
+                await self.policies.sync(namespace, self.engines.get(namespace))
             return
         if not self._active:
             # The rebuild read the cache before this arrived: fed once it is done.
@@ -166,7 +174,7 @@ class Reconciler:
             log.warning("not leading any more: standing by")
 
     async def _start_leading(self) -> None:
-        for kind in KINDS:
+        for kind in (POLICY_KIND, *KINDS):
             for obj in await asyncio.to_thread(self._list, kind):
                 self.cache.put(kind, obj)
         now = time.time()
@@ -178,7 +186,7 @@ class Reconciler:
         async with self._lock(namespace):
             if namespace in self.engines:
                 return
-            engine = Engine(self.policy, namespace)
+            engine = Engine(self.policies.settings(namespace), namespace)
             self.engines[namespace] = engine
             self.executors[namespace] = Executor(
                 self.api,
@@ -190,6 +198,7 @@ class Reconciler:
                 functools.partial(self._feed_one, namespace),
                 functools.partial(self._lease_reread, namespace),
             )
+            await self.policies.sync(namespace, engine)
             await self._run(namespace, engine.handle(m.OperatorStarted(now)))
             for kind in KINDS:
                 for obj in list(self.cache.of_kind(kind, namespace)):

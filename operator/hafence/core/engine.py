@@ -40,6 +40,11 @@ class Engine:
         self._orphan_leases: dict[str, m.LeaseObserved] = {}
         self._last_release: tuple[str, ...] = ()
 
+    def set_settings(self, settings: Settings) -> None:
+        """A changed FencingPolicy: in force from the next input or tick on."""
+        self.settings = settings
+        self.vmbook.settings = settings
+
     @property
     def vms(self) -> dict[str, VMRecord]:
         return self.vmbook.vms
