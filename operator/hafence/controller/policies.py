@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hafence.api.base import Condition
+from hafence.api.base import Condition, ConditionStatus
 from hafence.api.fencingpolicy import (
     IN_FORCE_NAME,
     EffectiveCluster,
@@ -90,35 +90,28 @@ def status_for(
     ignored (another one is in force), or invalid."""
     meta = obj.get("metadata", {})
     generation = meta.get("generation")
+
+    def condition(status: ConditionStatus, reason: str, message: str) -> list[Condition]:
+        return [Condition(type="InForce", status=status, reason=reason, message=message)]
+
     if meta.get("name") != IN_FORCE_NAME:
+        message = (
+            f"only the FencingPolicy named {IN_FORCE_NAME!r} is in force in a namespace; "
+            f"this one is ignored (nothing is merged): move its fields into {IN_FORCE_NAME!r}"
+        )
         return FencingPolicyStatus(
             observed_generation=generation,
             in_force=False,
-            conditions=[
-                Condition(
-                    type="InForce",
-                    status="False",
-                    reason="Ignored",
-                    message=f"only the FencingPolicy named {IN_FORCE_NAME!r} is in force in "
-                    f"a namespace; this one is ignored (nothing is merged): move its "
-                    f"fields into {IN_FORCE_NAME!r}",
-                )
-            ],
+            conditions=condition("False", "Ignored", message),
         )
     if problem is not None:
+        message = f"not applied, the operator's flags stay in force: {problem}"
         return FencingPolicyStatus(
             observed_generation=generation,
             in_force=False,
-            conditions=[
-                Condition(
-                    type="InForce",
-                    status="False",
-                    reason="Invalid",
-                    message=f"not applied, the operator's flags stay in force: {problem}",
-                )
-            ],
+            conditions=condition("False", "Invalid", message),
         )
-    listed = {c for c in settings.cluster_policies}
+    listed = set(settings.cluster_policies)
     return FencingPolicyStatus(
         observed_generation=generation,
         in_force=True,
@@ -128,14 +121,9 @@ def status_for(
             _effective(c, settings.cluster(c), "cluster" if c in listed else "default")
             for c in sorted(set(clusters) | listed)
         ],
-        conditions=[
-            Condition(
-                type="InForce",
-                status="True",
-                reason="Applied",
-                message="in force; fields left out keep the operator's flags",
-            )
-        ],
+        conditions=condition(
+            "True", "Applied", "in force; fields left out keep the operator's flags"
+        ),
     )
 
 
