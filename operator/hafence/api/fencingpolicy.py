@@ -165,7 +165,8 @@ class FencingPolicyStatus(Model):
     )
     clusters: list[EffectiveCluster] = Field(
         default_factory=list,
-        description="What is in force for every cluster listed or with Hosts.",
+        description="What is in force for every cluster listed or with Hosts (the "
+        "Hosts as of the policy's last change or the operator's start).",
     )
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_EXTRA)
 
