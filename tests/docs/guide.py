@@ -221,6 +221,11 @@ NOT_RUN: dict[str, NotRun] = {
         "what `make demo` runs (see there)",
         (E2E + "test_network_cut_is_hard_fenced_and_ha_vms_move",),
     ),
+    "hafence lab --scenario seed": NotRun(
+        "the article's three experiments at production timings, minutes; the e2e test "
+        "plays the same scenarios on two hosts through the lab's Python API",
+        ("tests/e2e/test_seed.py::test_seed_datacenter_recovers_from_the_three_experiments",),
+    ),
     "hafence lab --scenario all --output json": NotRun(
         "the lab end to end, minutes (see `make demo`)",
         (E2E + "test_network_cut_is_hard_fenced_and_ha_vms_move",),
@@ -282,6 +287,8 @@ MENTIONS: dict[str, str] = {
     "kubectl apply -k": "the install method; the full commands are in the sh blocks",
     "kubectl create token": "names the command whose full form is in an sh block",
     "kubectl describe": "names the command; `kubectl describe host NAME -n NS` is run",
+    "kubectl annotate": "names the command; the full annotate line is in the guide's sh "
+    "blocks and the lab's power-loss scenario runs it",
     "hack/kind.sh": "the script behind `make kind-*`, run above",
     "hafence operator --namespace NS --profile lab ...": (
         "how the lab starts the operator, flags elided; not a line to type"
