@@ -21,11 +21,12 @@ from hafence.lab.scenarios import run
 def lab_factory(kubeconfig: str) -> Iterator[Callable[..., Lab]]:
     labs: list[Lab] = []
 
-    def make(hosts: int = 3, profile: str = "lab") -> Lab:
+    def make(hosts: int = 3, profile: str = "lab", operator_args: tuple[str, ...] = ()) -> Lab:
         lab = Lab(
             LabConfig(
                 hosts=hosts,
                 profile=profile,
+                operator_args=list(operator_args),
                 kubeconfig=Path(kubeconfig),
                 out=sys.stdout,
                 spinner=False,
