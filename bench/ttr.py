@@ -1,10 +1,10 @@
 """Time to recovery in the lab: real agents, BMCs, sshd and operator on this machine.
 
     .venv/bin/python bench/ttr.py [--runs 3] [--profile lab|production|both]
-                                  [--scenario NAME ...] [--json FILE]
+                                  [--scenario NAME ...] [--hosts N] [--json FILE]
 
-Runs each scenario ``--runs`` times in one lab per profile (5 virtual hosts, so that
-rack-failure fits) and prints, per scenario, the median and min-max of each step:
+Runs each scenario ``--runs`` times in one lab per profile (``--hosts`` virtual hosts;
+default 3, or 5 with rack-failure) and prints, per scenario, the median and min-max of each step:
 
     detection            fault → the host seen Connecting
     grace                Connecting → SoftFencing (the configured connecting grace)
@@ -20,6 +20,10 @@ allowed (detection: beyond the lease's expiry, from its renewTime; grace: beyond
 connecting grace; steps with no configured wait count whole).  "production" runs the
 operator with its shipped defaults and the agents with their default 10 s lease; the
 quiet period after start-up is waited out once, before the first fault.
+
+The oVirt article's datacenter and its three experiments (``hafence lab --scenario
+seed``): ``--hosts 2 --profile production --scenario agent-crash --scenario network-cut
+--scenario power-loss``.
 
 It prints figures; it asserts nothing (tests never time anything).
 """
@@ -88,10 +92,11 @@ def table(title: str, results: list[ScenarioResult], key: str) -> str:
     return "\n".join(out)
 
 
-def bench(profile: str, scenarios: list[str], runs: int) -> tuple[list[ScenarioResult], Lab]:
+def bench(
+    profile: str, scenarios: list[str], runs: int, hosts: int
+) -> tuple[list[ScenarioResult], Lab]:
     results: list[ScenarioResult] = []
     log = open(Path(f"/tmp/hafence-ttr-{profile}.log"), "w")  # noqa: SIM115 - closed below
-    hosts = max(3, *(SCENARIOS[s].min_hosts for s in scenarios))
     try:
         with Lab(LabConfig(hosts=hosts, profile=profile, out=log, spinner=False)) as lab:
             for i in range(runs):
@@ -125,6 +130,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--profile", default="both", choices=["lab", "production", "both"])
     p.add_argument("--scenario", action="append", choices=ORDER)
+    p.add_argument(
+        "--hosts", type=int, help="virtual hosts (default 3; 5 with rack-failure; at least 2)"
+    )
     p.add_argument("--json", type=Path, help="also write every result as JSON here")
     p.add_argument("--from-json", type=Path, help="print the tables of a saved --json run")
     args = p.parse_args(argv)
@@ -138,6 +146,10 @@ def main(argv: list[str]) -> int:
             print(table("operator overhead beyond the configured timeouts", results, "overheads"))
         return 0
     scenarios = args.scenario or list(ORDER)
+    need = max(SCENARIOS[s].min_hosts for s in scenarios)
+    hosts = args.hosts if args.hosts is not None else max(3, need)
+    if hosts < need:
+        p.error(f"--hosts {hosts}: {', '.join(scenarios)} needs at least {need} hosts")
     profiles = ["lab", "production"] if args.profile == "both" else [args.profile]
     print(
         f"# bench/ttr.py — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
@@ -147,13 +159,14 @@ def main(argv: list[str]) -> int:
     dump: dict[str, Any] = {}
     for profile in profiles:
         try:
-            results, lab = bench(profile, scenarios, args.runs)
+            results, lab = bench(profile, scenarios, args.runs, hosts)
         except LabError as exc:
             print(f"\n{profile}: the lab failed: {exc}")
             return 1
         pol = lab.policy
         print(
-            f"\n## profile {profile}: agent lease {lab.config.agent_lease}s, connecting "
+            f"\n## profile {profile}, {hosts} hosts: agent lease {lab.config.agent_lease}s, "
+            "connecting "
             f"grace {pol.connecting_grace:g}s (+{pol.connecting_grace_per_vm:g}/VM, max "
             f"{pol.connecting_grace_max:g}), soft fence timeout {pol.soft_fence_timeout:g}s"
         )

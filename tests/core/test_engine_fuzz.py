@@ -36,7 +36,7 @@ SETTINGS = Settings(
     fence_retry_base=5,
     self_fence_safety_margin=2,
     connectivity_settle=2,
-    default_cluster_policy=ClusterPolicy(skip_if_unreachable_percent=101),
+    default_cluster_policy=ClusterPolicy(skip_if_connectivity_broken=False),
 )
 
 hosts = st.sampled_from(HOSTS)

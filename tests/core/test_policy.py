@@ -27,7 +27,7 @@ def test_fence_retry_backoff() -> None:
 
 def test_cluster_overrides() -> None:
     s = Settings(cluster_policies={"b": ClusterPolicy(fencing_enabled=False)})
-    assert s.cluster("a").fencing_enabled and s.cluster("a").skip_if_unreachable_percent == 50
+    assert s.cluster("a").fencing_enabled and s.cluster("a").connectivity_threshold_percent == 50
     assert not s.cluster("b").fencing_enabled
 
 
@@ -39,8 +39,12 @@ def test_cluster_overrides() -> None:
         ({"max_concurrent_fences": 0}, "max_concurrent_fences"),
         ({"fence_retry_factor": 0.5}, "fence_retry_factor"),
         (
-            {"default_cluster_policy": ClusterPolicy(skip_if_unreachable_percent=0)},
-            "skip_if_unreachable_percent",
+            {"default_cluster_policy": ClusterPolicy(connectivity_threshold_percent=0)},
+            "connectivity_threshold_percent",
+        ),
+        (
+            {"cluster_policies": {"b": ClusterPolicy(connectivity_threshold_percent=101)}},
+            "cluster b: connectivity_threshold_percent must be 1..100",
         ),
     ],
 )

@@ -75,7 +75,7 @@ def install(control_plane: ControlPlane, kustomization: str) -> list[dict[str, A
 
 def _wait_until_served(control_plane: ControlPlane, timeout: float = 30.0) -> None:
     """Until every kind lists: a new CRD's watch cache answers 429 while it starts."""
-    kinds = "hosts,fenceagents,havirtualmachines,fenceconfirmations"
+    kinds = "hosts,fenceagents,havirtualmachines,fenceconfirmations,fencingpolicies"
     deadline = time.monotonic() + timeout
     while True:
         got = control_plane.kubectl("get", kinds, "-A", "-o", "name", check=False)

@@ -20,7 +20,13 @@ from hafence.lab.controlplane import ControlPlane
 # (namespace or "*" for cluster-wide, apiGroup, resource, verb, resourceName or "*")
 Right = tuple[str, str, str, str, str]
 
-HAFENCE_KINDS = ("hosts", "fenceagents", "havirtualmachines", "fenceconfirmations")
+HAFENCE_KINDS = (
+    "hosts",
+    "fenceagents",
+    "havirtualmachines",
+    "fenceconfirmations",
+    "fencingpolicies",
+)
 # The operator's rights in base, as the design lists them. A new right must be added
 # here, with its reason in operator-rbac.yaml and docs/deploy.md.
 OPERATOR_RIGHTS: set[Right] = {

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from deploy_support import MANIFESTS, render
 
-from hafence.controller.metrics import HOST_PHASES, FenceAction, FenceResult, Metrics
+from hafence.controller.metrics import HOLD_REASONS, HOST_PHASES, FenceAction, FenceResult, Metrics
 from hafence.lab.controlplane import ControlPlane
 
 RULES = MANIFESTS / "monitoring" / "hafence.rules.yaml"
@@ -26,6 +26,7 @@ REQUIRED = {
     "HafenceFencingFailing",
     "HafenceNoLeader",
     "HafenceHeartbeatsMissing",
+    "HafenceFenceSkipped",
 }
 # Labels Prometheus adds to every scraped series, which rules may join on.
 TARGET_LABELS = {"instance", "job", "pod", "namespace"}
@@ -78,6 +79,7 @@ def check_expr(where: str, expr: str, metrics: dict[str, set[str]]) -> None:
         "phase": set(HOST_PHASES),
         "action": set(get_args(FenceAction)),
         "result": set(get_args(FenceResult)),
+        "reason": set(HOLD_REASONS),
     }
     names = re.findall(r"\b(hafence_[a-z_]+)", expr)
     assert names, f"{where}: names no hafence metric"

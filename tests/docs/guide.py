@@ -199,6 +199,11 @@ RUN_ELSEWHERE: dict[str, tuple[str, ...]] = {
         "tests/api/test_crds_generated.py::test_crds_to_stdout_apply_with_kubectl",
     ),
     "kubectl get fc": ("tests/api/test_schema_in_apiserver.py::test_every_sample_is_created",),
+    "kubectl get fencingpolicies": (
+        "tests/api/test_fencingpolicy.py::test_full_policy_accepted_and_listed",
+        "tests/operator/test_fencing_policy.py::"
+        "test_policy_applies_live_and_a_second_one_is_ignored",
+    ),
 }
 
 E2E = "tests/e2e/test_scenarios.py::"
@@ -231,6 +236,11 @@ NOT_RUN: dict[str, NotRun] = {
     "hafence lab --scenario all": NotRun(
         "what `make demo` runs (see there)",
         (E2E + "test_network_cut_is_hard_fenced_and_ha_vms_move",),
+    ),
+    "hafence lab --scenario seed": NotRun(
+        "the article's three experiments at production timings, minutes; the e2e test "
+        "plays the same scenarios on two hosts through the lab's Python API",
+        ("tests/e2e/test_seed.py::test_seed_datacenter_recovers_from_the_three_experiments",),
     ),
     "hafence lab --scenario all --output json": NotRun(
         "the lab end to end, minutes (see `make demo`)",
@@ -293,6 +303,8 @@ MENTIONS: dict[str, str] = {
     "kubectl apply -k": "the install method; the full commands are in the sh blocks",
     "kubectl create token": "names the command whose full form is in an sh block",
     "kubectl describe": "names the command; `kubectl describe host NAME -n NS` is run",
+    "kubectl annotate": "names the command; the full annotate line is in the guide's sh "
+    "blocks and the lab's power-loss scenario runs it",
     "hack/kind.sh": "the script behind `make kind-*`, run above",
     "hafence host test": "names the command; `hafence host test NAME -n NS` is run",
     "hafence fence-agent test": "names the command; `hafence fence-agent test NAME -n NS` is run",

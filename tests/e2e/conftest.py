@@ -18,12 +18,19 @@ from hafence.lab.scenarios import run
 
 
 @pytest.fixture
-def lab_factory(kubeconfig: str) -> Iterator[Callable[[int], Lab]]:
+def lab_factory(kubeconfig: str) -> Iterator[Callable[..., Lab]]:
     labs: list[Lab] = []
 
-    def make(hosts: int = 3) -> Lab:
+    def make(hosts: int = 3, profile: str = "lab", operator_args: tuple[str, ...] = ()) -> Lab:
         lab = Lab(
-            LabConfig(hosts=hosts, kubeconfig=Path(kubeconfig), out=sys.stdout, spinner=False)
+            LabConfig(
+                hosts=hosts,
+                profile=profile,
+                operator_args=list(operator_args),
+                kubeconfig=Path(kubeconfig),
+                out=sys.stdout,
+                spinner=False,
+            )
         )
         labs.append(lab)
         lab.start()

@@ -1,4 +1,4 @@
-"""The hafence.io/v1alpha1 API: pydantic models of the four kinds, and their CRDs."""
+"""The hafence.io/v1alpha1 API: pydantic models of the five kinds, and their CRDs."""
 
 from hafence.api.base import API_VERSION, GROUP, VERSION, Condition, Kind
 from hafence.api.confirmation import (
@@ -7,6 +7,7 @@ from hafence.api.confirmation import (
     FenceConfirmationStatus,
 )
 from hafence.api.fenceagent import FENCE_AGENT, FenceAgentSpec, FenceAgentStatus
+from hafence.api.fencingpolicy import FENCING_POLICY, FencingPolicySpec, FencingPolicyStatus
 from hafence.api.host import HOST, HostSpec, HostStatus
 from hafence.api.outage import HOST_OUTAGE, HostOutageSpec, HostOutageStatus
 from hafence.api.vm import HA_VIRTUAL_MACHINE, HAVirtualMachineSpec, HAVirtualMachineStatus
@@ -17,12 +18,14 @@ KINDS: tuple[Kind, ...] = (
     HA_VIRTUAL_MACHINE,
     FENCE_CONFIRMATION,
     HOST_OUTAGE,
+    FENCING_POLICY,
 )
 
 __all__ = [
     "API_VERSION",
     "FENCE_AGENT",
     "FENCE_CONFIRMATION",
+    "FENCING_POLICY",
     "GROUP",
     "HA_VIRTUAL_MACHINE",
     "HOST",
@@ -34,6 +37,8 @@ __all__ = [
     "FenceAgentStatus",
     "FenceConfirmationSpec",
     "FenceConfirmationStatus",
+    "FencingPolicySpec",
+    "FencingPolicyStatus",
     "HAVirtualMachineSpec",
     "HAVirtualMachineStatus",
     "HostOutageSpec",

@@ -20,11 +20,11 @@ from hafence.api.lease import HOST_LABEL
 from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector
 from hafence.core.engine import Engine
+from hafence.core.isolation import CONFIRM_ANNOTATION
 from hafence.kube import Api, Conflict, KubeError
 
 log = logging.getLogger(__name__)
 
-CONFIRM_ANNOTATION = "hafence.io/confirm-rebooted"
 SOURCE_ANNOTATION = "hafence.io/source"
 
 

@@ -1,4 +1,4 @@
-"""kopf registrations: raw watch events of the five watched kinds into the Reconciler.
+"""kopf registrations: raw watch events of the six watched kinds into the Reconciler.
 
 Only ``@kopf.on.event`` is used: kopf's change-detecting handlers store their progress
 in annotations on the objects, and the operator writes nothing but status (and the
@@ -11,7 +11,15 @@ from typing import Any
 
 import kopf
 
-from hafence.api import FENCE_AGENT, FENCE_CONFIRMATION, GROUP, HA_VIRTUAL_MACHINE, HOST, VERSION
+from hafence.api import (
+    FENCE_AGENT,
+    FENCE_CONFIRMATION,
+    FENCING_POLICY,
+    GROUP,
+    HA_VIRTUAL_MACHINE,
+    HOST,
+    VERSION,
+)
 from hafence.api.lease import COMPONENT_LABEL, HEARTBEAT_COMPONENT
 from hafence.controller.reconciler import Reconciler
 
@@ -35,7 +43,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             id=f"watch-{plural}",
         )(on_event)
 
-    for k in (HOST, FENCE_AGENT, HA_VIRTUAL_MACHINE, FENCE_CONFIRMATION):
+    for k in (HOST, FENCE_AGENT, HA_VIRTUAL_MACHINE, FENCE_CONFIRMATION, FENCING_POLICY):
         watch(k.kind, GROUP, VERSION, k.plural)
     watch(
         "Lease",

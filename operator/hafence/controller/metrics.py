@@ -13,6 +13,7 @@ Metrics (one registry per :class:`Metrics`; this table goes into the user guide)
 | `hafence_fence_agent_reachable`  | gauge     |`datacenter`,`fence_agent`,| last health check of |
 |                                  |           | `host`,`driver`           | the agent: 1 answered |
 | `hafence_fence_agent_last_check_timestamp_seconds` | gauge | (the same)  | when it was checked   |
+| `hafence_fence_held_hosts`       | gauge     | `reason`                  | hosts not fenced now  |
 | `hafence_leader`                 | gauge     |                           | 1 if leading, else 0  |
 | `hafence_leader_epoch`           | gauge     |                           | latest epoch seen     |
 
@@ -22,6 +23,10 @@ Metrics (one registry per :class:`Metrics`; this table goes into the user guide)
   `off` or `on`; `result`: `success`, `failure` or `timeout`.
 - Soft fence `result`: `success` (heartbeat came back), `failure` (the command failed),
   `timeout` (no heartbeat afterwards).
+- `hafence_fence_held_hosts`: hosts in an outage whose fencing waits or is skipped, by
+  the reason of their Event (`FenceSkippedBrokenConnectivity`, `FenceSkippedDisabled`:
+  a policy skips it; `FenceSkippedQuietPeriod`, `FenceDelayedConnectivitySettling`,
+  `FenceDelayedConcurrency`: a short wait), every reason exported, 0 when none.
 - `hafence_vm_recovery_seconds`: from the host fault being detected (heartbeat lost)
   to the HA VM running on another host.
 - `hafence_leader_epoch`: the epoch on the leader Lease as this replica last saw it.
@@ -72,6 +77,14 @@ FenceResult = Literal["success", "failure", "timeout"]
 SoftFenceResult = Literal["success", "failure", "timeout"]
 
 HOST_PHASES: tuple[str, ...] = get_args(HostPhase)
+# The reasons the core gives for not fencing a host yet (its Events' reasons).
+HOLD_REASONS: tuple[str, ...] = (
+    "FenceSkippedBrokenConnectivity",
+    "FenceSkippedDisabled",
+    "FenceSkippedQuietPeriod",
+    "FenceDelayedConnectivitySettling",
+    "FenceDelayedConcurrency",
+)
 VM_PHASES: tuple[str, ...] = get_args(VMPhase)
 
 # Power actions last from a fraction of a second (IPMI status) to a couple of
@@ -141,12 +154,19 @@ class Metrics:
             AGENT_LABELS,
             registry=r,
         )
+        self.fence_held = Gauge(
+            "hafence_fence_held_hosts",
+            "Hosts in an outage that are not fenced now, by the reason (policy or wait).",
+            ["reason"],
+            registry=r,
+        )
         self.leader = Gauge("hafence_leader", "1 while this replica leads, else 0.", registry=r)
         self.leader_epoch = Gauge(
             "hafence_leader_epoch", "Latest leader epoch seen on the leader Lease.", registry=r
         )
         self.set_host_phases({})
         self.set_vm_phases({})
+        self.set_fence_holds({})
 
     def set_host_phases(self, counts: Mapping[str, int]) -> None:
         """Replace the host counts; phases missing from ``counts`` become 0."""
@@ -154,6 +174,11 @@ class Metrics:
 
     def set_vm_phases(self, counts: Mapping[str, int]) -> None:
         _set_phases(self.vms, VM_PHASES, counts, "VM")
+
+    def set_fence_holds(self, counts: Mapping[str, int]) -> None:
+        """Replace the held-host counts by reason; reasons missing become 0."""
+        for reason in (*HOLD_REASONS, *sorted(set(counts) - set(HOLD_REASONS))):
+            self.fence_held.labels(reason=reason).set(counts.get(reason, 0))
 
     def fence_action(
         self, driver: str, action: FenceAction, result: FenceResult, seconds: float

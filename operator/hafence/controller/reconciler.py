@@ -26,6 +26,8 @@ from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.metrics import Metrics
 from hafence.controller.observe import inputs_for, key
 from hafence.controller.outages import Outages
+from hafence.controller.policies import KIND as POLICY_KIND
+from hafence.controller.policies import FencingPolicies
 from hafence.core import messages as m
 from hafence.core.engine import Engine
 from hafence.core.policy import Settings as Policy
@@ -57,6 +59,7 @@ class Reconciler:
         self.cache = Cache()
         self.confirm = ConfirmAnnotations(api, self.cache, elector)
         self.outages = Outages(api, self.cache, elector)
+        self.policies = FencingPolicies(api, self.cache, elector, policy)
         self.engines: dict[str, Engine] = {}
         self.executors: dict[str, Executor] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -74,6 +77,11 @@ class Reconciler:
         elif not self.cache.put(kind, obj):
             return  # older than what we know
         if not self.elector.is_leader:
+            return
+        if kind == POLICY_KIND:  # not an input of the core but its settings; idempotent
+            namespace = key(obj)[0]
+            async with self._lock(namespace):
+                await self.policies.sync(namespace, self.engines.get(namespace))
             return
         if not self._active:
             # The rebuild read the cache before this arrived: fed once it is done.
@@ -170,7 +178,7 @@ class Reconciler:
             log.warning("not leading any more: standing by")
 
     async def _start_leading(self) -> None:
-        for kind in KINDS:
+        for kind in (POLICY_KIND, *KINDS):
             for obj in await asyncio.to_thread(self._list, kind):
                 self.cache.put(kind, obj)
         now = time.time()
@@ -182,7 +190,7 @@ class Reconciler:
         async with self._lock(namespace):
             if namespace in self.engines:
                 return
-            engine = Engine(self.policy)
+            engine = Engine(self.policies.settings(namespace), namespace)
             self.engines[namespace] = engine
             self.executors[namespace] = Executor(
                 self.api,
@@ -194,6 +202,7 @@ class Reconciler:
                 functools.partial(self._feed_one, namespace),
                 functools.partial(self._lease_reread, namespace),
             )
+            await self.policies.sync(namespace, engine)
             await self._run(namespace, engine.handle(m.OperatorStarted(now)))
             for kind in KINDS:
                 for obj in list(self.cache.of_kind(kind, namespace)):
@@ -273,8 +282,11 @@ class Reconciler:
     def _update_metrics(self) -> None:
         hosts: Counter[str] = Counter()
         vms: Counter[str] = Counter()
+        held: Counter[str] = Counter()
         for engine in self.engines.values():
             hosts.update(h.phase.value for h in engine.hosts.values())
             vms.update(v.phase for v in engine.vms.values())
+            held.update(h.held for h in engine.hosts.values() if h.held and h.outage_id)
         self.metrics.set_host_phases(hosts)
         self.metrics.set_vm_phases(vms)
+        self.metrics.set_fence_holds(held)

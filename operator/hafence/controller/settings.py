@@ -32,7 +32,9 @@ variable it came from and the value.
 
 The fencing timings are the core's (:class:`hafence.core.policy.Settings`): the profile
 picks a base, ``--policy`` overrides single fields of it (``--policy
-soft_fence_timeout=20``), and :meth:`Settings.policy` builds the result.
+soft_fence_timeout=20``), and :meth:`Settings.policy` builds the result.  A namespace's
+FencingPolicy named ``default`` overrides that result field by field
+(``controller/policies.py``): these flags are the fallback.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from hafence.core import connectivity
 from hafence.core import fencing_plan as fp
 from hafence.core import messages as m
 from hafence.core.host import HostMachine
@@ -22,8 +23,9 @@ from hafence.core.vms import VMBook
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, namespace: str = "") -> None:
         self.settings = settings or Settings()
+        self.namespace = namespace  # named in messages that tell a person what to run
         self.hosts: dict[str, HostRecord] = {}
         self.agents: dict[str, fp.AgentRef] = {}
         self.confirmations: dict[str, ConfirmationRecord] = {}
@@ -37,6 +39,11 @@ class Engine:
         self._settling: dict[str, float] = {}
         self._orphan_leases: dict[str, m.LeaseObserved] = {}
         self._last_release: tuple[str, ...] = ()
+
+    def set_settings(self, settings: Settings) -> None:
+        """A changed FencingPolicy: in force from the next input or tick on."""
+        self.settings = settings
+        self.vmbook.settings = settings
 
     @property
     def vms(self) -> dict[str, VMRecord]:
@@ -305,19 +312,10 @@ class Engine:
         """Why fencing in ``cluster`` is skipped for broken connectivity, or None.
         Raises/clears the cluster's alert and starts the settling delay on recovery."""
         pol = self.settings.cluster(cluster)
-        members = [
-            h
-            for h in self.hosts.values()
-            if h.spec.cluster == cluster and h.phase is not Phase.MAINTENANCE
-        ]
-        down = sum(1 for h in members if h.phase in OUTAGE_PHASES)
+        seen = connectivity.assess(h for h in self.hosts.values() if h.spec.cluster == cluster)
         key = f"FenceSkippedBrokenConnectivity/{cluster}"
-        if members and down * 100 >= pol.skip_if_unreachable_percent * len(members):
-            msg = (
-                f"{down}/{len(members)} hosts of cluster {cluster} unreachable (>= "
-                f"{pol.skip_if_unreachable_percent}%): the operator's network is the "
-                "likelier fault, fencing skipped"
-            )
+        if seen.broken(pol):
+            msg = seen.describe(cluster, pol)
             self.alert(key, True, msg)
             return msg
         if key in self._alerts:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from hafence.core import fencing_plan as fp
-from hafence.core import triggers
+from hafence.core import isolation, triggers
 from hafence.core.messages import (
     Action,
     CheckPower,
@@ -34,6 +34,7 @@ FENCE_STEPS = ("status", "off", "verify", "on")
 
 class HostContext(Protocol):
     settings: Settings
+    namespace: str
 
     def quiet(self, now: float) -> bool: ...
     def levels(self, host: str) -> tuple[fp.Level, ...]: ...
@@ -82,6 +83,7 @@ class HostMachine:
             expiry = rec.lease_expiry()
             start = now if t.source is Phase.MAINTENANCE or expiry is None else expiry
             rec.clear_outage()
+            rec.power_state = None  # asked again: an old "off" proves nothing now
             rec.outage_start = start
             rec.outage_id = f"{rec.name}-{int(start)}"
             rec.boot_id_at_outage = rec.boot_id
@@ -143,21 +145,16 @@ class HostMachine:
         elif name == "power_on":
             self._set_step(rec, "on", now)
         elif name == "alert_isolated":
-            how = (
-                f"every fence level failed (attempt {rec.attempt})"
-                if ctx.levels(rec.name)
-                else "no power management to fence it with"
-            )
-            msg = (
-                f"{how}; its VMs stay Unknown until it is fenced, confirmed off with a "
-                "FenceConfirmation, or self-fencing is proven"
-            )
+            msg = isolation.needs_person(rec, bool(ctx.levels(rec.name)), ctx.namespace)
             ctx.event(rec.name, "HostIsolated", msg, "Warning")
             ctx.alert(f"HostIsolated/{rec.name}", True, f"host {rec.name} isolated: {msg}")
         elif name == "schedule_retry":
             rec.step, rec.step_pending = None, False
             if ctx.levels(rec.name):
                 rec.next_retry = now + ctx.settings.fence_retry_delay(rec.attempt)
+        elif name == "retry_when_allowed":
+            rec.step, rec.step_pending = None, False
+            rec.next_retry = now  # every evaluation asks the policy again
         elif name == "abandon_ops":
             rec.op_id = None
             rec.step = None
@@ -353,7 +350,7 @@ class HostMachine:
     def hold(self, rec: HostRecord, reason: str, message: str) -> None:
         """Report once per reason why escalation waits."""
         if rec.held != reason:
-            rec.held = reason
+            rec.held, rec.held_message = reason, message
             self.ctx.event(rec.name, reason, message, "Warning")
             self.ctx.dirty_host(rec.name)
 

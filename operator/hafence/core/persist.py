@@ -53,6 +53,17 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
             since=to_datetime(rec.step_since),
             next_retry_time=to_datetime(rec.next_retry),
         )
+    conditions = []
+    if rec.held is not None and rec.outage_id is not None:
+        # Why escalation waits, on the Host itself: Events expire, this stays while true.
+        conditions.append(
+            Condition(
+                type="FencingAllowed",
+                status="False",
+                reason=rec.held,
+                message=rec.held_message or "",
+            )
+        )
     return HostStatus(
         phase=rec.phase.value,
         phase_since=to_datetime(rec.phase_since),
@@ -61,6 +72,7 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
         power_state=rec.power_state,
         fencing=fencing,
         vm_count=vm_count,
+        conditions=conditions,
     )
 
 

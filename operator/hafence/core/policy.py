@@ -8,16 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from hafence.api.fencingpolicy import ClusterFencing, FencingPolicySpec
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class ClusterPolicy:
-    """Per-cluster fencing policy (oVirt's cluster "Fencing Policy")."""
+    """Per-cluster fencing policy: oVirt's cluster "Fencing Policy" fields, with the
+    connectivity rule of ``connectivity.py`` (docs/architecture.md, "Fencing when many
+    hosts vanish")."""
 
     fencing_enabled: bool = True
-    # oVirt's "skip fencing if N% of hosts are non-responsive": the operator's own
-    # network is the likelier fault when many hosts vanish together.
-    skip_if_unreachable_percent: int = 50
+    # oVirt's skipFencingIfConnectivityBroken + hostsWithBrokenConnectivityThreshold.
+    # oVirt ships it off and compares with >=, which made a two-host cluster (1/2 =
+    # 50 %) never fence once switched on.  Here it is on, the comparison is a strict
+    # majority (> threshold) and it applies only to clusters of at least
+    # connectivity.MIN_HOSTS hosts, counting a host whose BMC said "off" as reachable.
+    skip_if_connectivity_broken: bool = True
+    connectivity_threshold_percent: int = 50
 
 
 @dataclass(frozen=True)
@@ -98,10 +109,10 @@ class Settings:
             "<default>": self.default_cluster_policy,
             **dict(self.cluster_policies),
         }.items():
-            if not 1 <= pol.skip_if_unreachable_percent <= 101:
+            if not 1 <= pol.connectivity_threshold_percent <= 100:
                 raise ValueError(
-                    f"cluster {cname}: skip_if_unreachable_percent must be 1..101 "
-                    f"(101 disables the check), got {pol.skip_if_unreachable_percent!r}"
+                    f"cluster {cname}: connectivity_threshold_percent must be 1..100, "
+                    f"got {pol.connectivity_threshold_percent!r}"
                 )
 
     def cluster(self, name: str) -> ClusterPolicy:
@@ -131,3 +142,59 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _cluster_policy(base: ClusterPolicy, entry: ClusterFencing | None) -> ClusterPolicy:
+    if entry is None:
+        return base
+    return ClusterPolicy(
+        fencing_enabled=_pick(entry.fencing_enabled, base.fencing_enabled),
+        skip_if_connectivity_broken=_pick(
+            entry.skip_if_connectivity_broken, base.skip_if_connectivity_broken
+        ),
+        connectivity_threshold_percent=_pick(
+            entry.connectivity_threshold_percent, base.connectivity_threshold_percent
+        ),
+    )
+
+
+def _pick(value: _T | None, fallback: _T) -> _T:
+    return fallback if value is None else value
+
+
+def from_resource(base: Settings, spec: FencingPolicySpec | None) -> Settings:
+    """``base`` (the operator's flags) with a FencingPolicy's fields applied: the resource
+    wins field by field; what it leaves out keeps ``base``.  Raises ValueError (naming
+    the Settings field) when the combination is invalid, e.g. a grace maximum from the
+    resource below a grace from the flags."""
+    if spec is None:
+        return base
+    d = spec.default
+    changes: dict[str, object] = {}
+    if d is not None:
+        fields: dict[str, object] = {
+            "connecting_grace": d.connecting_grace_seconds,
+            "connecting_grace_per_vm": d.connecting_grace_per_vm_seconds,
+            "connecting_grace_max": d.connecting_grace_max_seconds,
+            "soft_fence_timeout": d.soft_fence_timeout_seconds,
+            "max_concurrent_fences": d.max_concurrent_fences,
+            "startup_quiet_period": d.startup_quiet_period_seconds,
+        }
+        if d.fence_retry is not None:
+            fields |= {
+                "fence_retry_base": d.fence_retry.base_seconds,
+                "fence_retry_factor": d.fence_retry.factor,
+                "fence_retry_max": d.fence_retry.max_seconds,
+            }
+        if d.vm_restart is not None:
+            fields |= {
+                "vm_retry_fast_interval": d.vm_restart.fast_interval_seconds,
+                "vm_retry_fast_count": d.vm_restart.fast_count,
+                "vm_retry_slow_interval": d.vm_restart.slow_interval_seconds,
+            }
+        changes = {k: v for k, v in fields.items() if v is not None}
+    default = _cluster_policy(base.default_cluster_policy, d)
+    clusters = dict(base.cluster_policies)
+    for entry in spec.clusters:
+        clusters[entry.cluster] = _cluster_policy(clusters.get(entry.cluster, default), entry)
+    return base.with_overrides(**changes, default_cluster_policy=default, cluster_policies=clusters)

@@ -48,6 +48,7 @@ class HostRecord:
     proxy: str | None = None
     next_retry: float | None = None
     held: str | None = None  # why fencing waits (reported once per reason)
+    held_message: str | None = None
 
     def lease_fresh(self, now: float) -> bool:
         return (
@@ -65,7 +66,7 @@ class HostRecord:
         self.outage_id = self.outage_start = self.boot_id_at_outage = self.proof = None
         self.attempt = self.level_index = 0
         self.step = self.step_since = self.op_id = self.last_result = None
-        self.agent = self.proxy = self.next_retry = self.held = None
+        self.agent = self.proxy = self.next_retry = self.held = self.held_message = None
         self.step_pending = False
 
 

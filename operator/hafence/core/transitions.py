@@ -19,7 +19,9 @@ Effects are names, interpreted by ``host.py``/``engine.py``:
   sequence at a level
 - ``release_vms``: the host is proven off for this outage: its VMs leave it (S1)
 - ``power_on``: run "on" at the level that verified off
-- ``alert_isolated``: raise HostIsolated; ``schedule_retry``: next fencing attempt
+- ``alert_isolated``: raise HostIsolated, with what to check on site and the
+  confirmation command; ``schedule_retry``: next fencing attempt;
+  ``retry_when_allowed``: fence as soon as the policy that skipped it allows
 - ``abandon_ops``: forget any operation in flight
 - ``note_reboot``: event HostRebooted (the host's VMs restart where they are placed)
 """
@@ -56,6 +58,7 @@ class Trigger(StrEnum):
     SOFT_FENCE_TIMEOUT = "soft_fence_timeout"
     FENCE_ALLOWED = "fence_allowed"
     NO_POWER_MANAGEMENT = "no_power_management"
+    FENCE_SKIPPED = "fence_skipped"  # a policy forbids fencing now (disabled, connectivity)
     LEVEL_FAILED = "level_failed"
     OFF_VERIFIED = "off_verified"
     ALL_LEVELS_FAILED = "all_levels_failed"
@@ -84,6 +87,9 @@ OUTAGE_PHASES = frozenset({P.CONNECTING, P.SOFT_FENCING, P.NON_RESPONSIVE, P.FEN
 RELEASED_PHASES = frozenset({P.REBOOTING, P.MANUALLY_FENCED, P.SELF_FENCED})
 # Phases where the host's VMs may be running but nobody knows.
 UNKNOWN_VM_PHASES = frozenset({P.NON_RESPONSIVE, P.FENCING, P.ISOLATED})
+# Phases in which hafence cannot go on alone: a person must check the host and confirm
+# it is off (or fix its power management).  `kubectl get hosts` shows them as Isolated.
+NEEDS_PERSON_PHASES = frozenset({P.ISOLATED})
 
 
 def _rows() -> Iterable[Transition]:
@@ -96,6 +102,11 @@ def _rows() -> Iterable[Transition]:
         yield Transition(P.SOFT_FENCING, trig, P.NON_RESPONSIVE, ("vms_unknown",))
     yield Transition(P.NON_RESPONSIVE, T.FENCE_ALLOWED, P.FENCING, ("fence_first_level",))
     yield Transition(P.NON_RESPONSIVE, T.NO_POWER_MANAGEMENT, P.ISOLATED, ("alert_isolated",))
+    # Skipped by policy, the host still needs a person (or the policy to allow it):
+    # Isolated asks for one, and fences as soon as the policy allows.
+    yield Transition(
+        P.NON_RESPONSIVE, T.FENCE_SKIPPED, P.ISOLATED, ("alert_isolated", "retry_when_allowed")
+    )
     yield Transition(P.FENCING, T.LEVEL_FAILED, P.FENCING, ("fence_next_level",))
     yield Transition(P.FENCING, T.OFF_VERIFIED, P.REBOOTING, ("release_vms", "power_on"))
     yield Transition(

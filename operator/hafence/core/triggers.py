@@ -144,6 +144,8 @@ def _escalate(m: HostMachine, rec: HostRecord, now: float) -> None:
             m.fire(rec, Trigger.FENCE_ALLOWED, now)
         else:
             m.hold(rec, *hold)
+            if hold[0].startswith("FenceSkipped"):  # a policy, not a wait: ask a person
+                m.fire(rec, Trigger.FENCE_SKIPPED, now)
     elif phase is Phase.FENCING:
         if rec.step is None:
             m.start_level(rec, now)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hafence.core.isolation import CONFIRM_ANNOTATION
 from hafence.lab.checks import (
     allowed_detection,
     check_common,
@@ -38,8 +39,6 @@ from hafence.lab.checks import (
 from hafence.lab.resources import FENCE_AGENT_TIMEOUT
 from hafence.lab.results import ScenarioResult
 from hafence.lab.runner import RACK_SIZE, Lab, LabError
-
-CONFIRM_ANNOTATION = "hafence.io/confirm-rebooted"
 
 
 @dataclass(frozen=True)
@@ -166,6 +165,19 @@ def power_loss(lab: Lab, result: ScenarioResult) -> None:
     )
     hold = 3.0 if lab.config.profile == "lab" else 10.0
     t_iso = lab.timeline.since(result.t0)[-1].t
+    command = f"kubectl annotate host {victim} -n {lab.namespace} {CONFIRM_ANNOTATION}="
+    lab.wait_for(
+        f"the HostIsolated Event on {victim} says what to check and how to confirm",
+        lambda: any(
+            e.kind == "event"
+            and e.subject == victim
+            and e.data.get("reason") == "HostIsolated"
+            and command in e.text
+            and "check on site" in e.text.lower()
+            for e in lab.timeline.since(result.t0)
+        ),
+        30,
+    )
     lab.wait_for(
         f"{hold:g}s: nothing may restart without a confirmation",
         lambda: time.monotonic() - t_iso > hold,
