@@ -53,7 +53,18 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
             since=to_datetime(rec.step_since),
             next_retry_time=to_datetime(rec.next_retry),
         )
+    conditions = []
+    if rec.self_fencing_unavailable is not None:
+        conditions.append(
+            Condition(
+                type="SelfFencingUnavailable",
+                status="True",
+                reason="NoArmedWatchdog",
+                message=rec.self_fencing_unavailable,
+            )
+        )
     return HostStatus(
+        conditions=conditions,
         phase=rec.phase.value,
         phase_since=to_datetime(rec.phase_since),
         last_heartbeat_time=to_datetime(rec.renew_time),
