@@ -139,7 +139,10 @@ def _check(args: argparse.Namespace) -> str:
         value = getattr(args, flag)
         if value is not None:
             try:
-                validate_peer_endpoint(value)
+                # Port 0 (any free port) only for listening; it is declared as bound.
+                host, _, port = value.rpartition(":")
+                zero = flag == "peer_listen" and port == "0"
+                validate_peer_endpoint(f"{host}:1" if zero else value)
             except LeaseError as exc:
                 raise AgentError(f"--{flag.replace('_', '-')}: {exc}") from None
     if args.peer_listen and not args.peer_token_file:

@@ -387,12 +387,15 @@ class Agent:
                 self._host_read_at = time.monotonic()
             except Exception as exc:
                 log.warning("re-reading Host: %s", str(exc).splitlines()[0][:200])
-        if time.monotonic() - self._peers_read_at > self.cfg.peer_refresh:
+        if self.peer_checker is not None and (
+            not self.peers or time.monotonic() - self._peers_read_at > self.cfg.peer_refresh
+        ):
+            self._peers_read_at = time.monotonic()
             try:
                 self.peers = await asyncio.to_thread(self._list_peers)
-                self._peers_read_at = time.monotonic()
             except Exception as exc:
-                log.warning("listing peers: %s", str(exc).splitlines()[0][:200])
+                level = logging.WARNING if self.swept else logging.DEBUG
+                log.log(level, "listing peers: %s", str(exc).splitlines()[0][:200])
         timeout = self.watchdog.armed_timeout
         declared = self.declaration()
         annotations = lease_annotations(
@@ -505,7 +508,10 @@ class Agent:
             enabled=lambda: self.watchdog.armed_timeout is not None,
             confirm=self.watchdog.outage_confirmed,
             in_danger_after=1.5 * interval,
-            validity=interval,
+            # Two intervals: one to ask again, one for our own first renewal after the
+            # outage ends (peers that reconnect first must not make us kill our VMs).
+            # At most the lease duration: the operator's window assumes no more.
+            validity=2 * interval,
         )
         self.peer_checker.start()
 
