@@ -93,15 +93,18 @@ def test_device_armed_in_another_boot_is_no_proof() -> None:
     assert info.self_fenced_after(5) is None
 
 
-def test_partial_declaration_is_refused() -> None:
+def test_partial_or_bad_declaration_is_no_declaration() -> None:
+    """Never an unreadable lease: the operator would keep an older one, declaration and all."""
     lease = body()
     del lease["metadata"]["annotations"][ANN_WATCHDOG_BOOT_ID]  # type: ignore[attr-defined]
-    with pytest.raises(LeaseError, match=f"without {ANN_WATCHDOG_BOOT_ID}"):
-        HeartbeatInfo.from_lease(lease)
+    assert HeartbeatInfo.from_lease(lease).self_fence_armed is None
+    for bad in ("0", "-5", "five"):
+        lease = body()
+        lease["metadata"]["annotations"][ANN_WATCHDOG_GRANTED] = bad  # type: ignore[index]
+        assert HeartbeatInfo.from_lease(lease).self_fence_armed is None
     lease = body()
-    lease["metadata"]["annotations"][ANN_WATCHDOG_GRANTED] = "0"  # type: ignore[index]
-    with pytest.raises(LeaseError, match="must be > 0"):
-        HeartbeatInfo.from_lease(lease)
+    lease["metadata"]["annotations"]["hafence.io/peer-endpoint"] = "x; rm -rf /"  # type: ignore[index]
+    assert HeartbeatInfo.from_lease(lease).peer_endpoint is None
     assert ANN_SELF_FENCING_UNAVAILABLE not in body()["metadata"]["annotations"]  # type: ignore[index]
 
 

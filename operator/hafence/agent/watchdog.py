@@ -96,27 +96,23 @@ class LinuxWatchdog:
             hint = " (another process has it open)" if exc.errno == errno.EBUSY else ""
             raise DeviceError(exc.errno, f"watchdog device {path}: {exc.strerror}{hint}") from None
 
-    def _ioctl_int(self, request: int, value: int = 0) -> int:
-        buf = array.array("i", [value])
+    def _ioctl(self, request: int, buf: bytearray | array.array[int]) -> None:
+        if self._fd is None:
+            raise DeviceError(errno.EBADF, f"watchdog device {self.name} is closed")
         try:
-            fcntl.ioctl(self._require(), request, buf, True)
+            fcntl.ioctl(self._fd, request, buf, True)
         except OSError as exc:
             what = "not a watchdog device" if exc.errno == errno.ENOTTY else exc.strerror
             raise DeviceError(exc.errno, f"watchdog device {self.name}: {what}") from None
-        return int(buf[0])
 
-    def _require(self) -> int:
-        if self._fd is None:
-            raise DeviceError(errno.EBADF, f"watchdog device {self.name} is closed")
-        return self._fd
+    def _ioctl_int(self, request: int, value: int = 0) -> int:
+        buf = array.array("i", [value])
+        self._ioctl(request, buf)
+        return int(buf[0])
 
     def get_support(self) -> Support:
         buf = bytearray(_WATCHDOG_INFO.size)
-        try:
-            fcntl.ioctl(self._require(), WDIOC_GETSUPPORT, buf, True)
-        except OSError as exc:
-            what = "not a watchdog device" if exc.errno == errno.ENOTTY else exc.strerror
-            raise DeviceError(exc.errno, f"watchdog device {self.name}: {what}") from None
+        self._ioctl(WDIOC_GETSUPPORT, buf)
         options, _fw, ident = _WATCHDOG_INFO.unpack(bytes(buf))
         return Support(options, ident.split(b"\0", 1)[0].decode(errors="replace"))
 

@@ -309,26 +309,24 @@ class HeartbeatInfo:
         boot_id = annotations.get(ANN_BOOT_ID)
         if not boot_id:
             raise LeaseError(f"Lease {name!r}: annotation {ANN_BOOT_ID} is missing")
+        # A malformed declaration or endpoint makes the lease say less, never makes it
+        # unreadable: an unreadable lease would leave the operator with an older one,
+        # and an older declaration must not outlive a lease that dropped it.
         watchdog = None
-        declared = [k for k in _WATCHDOG_KEYS if annotations.get(k)]
-        if declared and len(declared) != len(_WATCHDOG_KEYS):
-            missing = sorted(set(_WATCHDOG_KEYS) - set(declared))
-            raise LeaseError(
-                f"Lease {name!r}: annotation {declared[0]} without {', '.join(missing)}"
-            )
-        if declared:
-            granted = _int_annotation(name, annotations, ANN_WATCHDOG_GRANTED, default=0)
-            if granted <= 0:
-                raise LeaseError(f"Lease {name!r}: annotation {ANN_WATCHDOG_GRANTED} must be > 0")
+        granted_raw = annotations.get(ANN_WATCHDOG_GRANTED, "")
+        declared = all(annotations.get(k) for k in _WATCHDOG_KEYS)
+        if declared and granted_raw.isdigit() and int(granted_raw) > 0:
             watchdog = WatchdogDeclaration(
-                annotations[ANN_WATCHDOG_DEVICE], granted, annotations[ANN_WATCHDOG_BOOT_ID]
+                annotations[ANN_WATCHDOG_DEVICE],
+                int(granted_raw),
+                annotations[ANN_WATCHDOG_BOOT_ID],
             )
         endpoint = annotations.get(ANN_PEER_ENDPOINT)
         if endpoint:
             try:
                 validate_peer_endpoint(endpoint)
-            except LeaseError as exc:
-                raise LeaseError(f"Lease {name!r}: annotation {ANN_PEER_ENDPOINT}: {exc}") from None
+            except LeaseError:
+                endpoint = None
         return cls(
             host=host,
             agent_instance=instance,
