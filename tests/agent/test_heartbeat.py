@@ -6,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hafence.api.lease import ANN_WATCHDOG_TIMEOUT, HEARTBEAT_SELECTOR, HeartbeatInfo
+from hafence.api.lease import HEARTBEAT_SELECTOR, HeartbeatInfo
 from hafence.kube import Api
 from hafence.lab.controlplane import ControlPlane, kubeconfig_text
+from hafence.lab.watchdogdev import StandInDevice
 
 from .conftest import AgentProc
 from .helpers import SLEEP, make_host, make_vm, runtime, wait_for
@@ -16,6 +17,7 @@ from .helpers import SLEEP, make_host, make_vm, runtime, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 BOOT = "0123abcd-0000-4000-8000-00000000beef"
+BOOT_DEFAULT = "0123abcd-0000-4000-8000-000000000001"  # start_agent's
 
 
 def read_lease(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
@@ -43,7 +45,7 @@ def test_lease_renewed_with_boot_id(
     assert first.host == "h1" and first.agent_instance
     assert first.lease_duration_seconds == 3
     assert first.vm_count == 0
-    assert not first.watchdog_armed
+    assert first.self_fence_armed is None and first.self_fencing_unavailable is None
     later = wait_for(
         lambda: (i := ready()) and i.renew_time > first.renew_time and i,
         what="a renewal after the first",
@@ -53,17 +55,37 @@ def test_lease_renewed_with_boot_id(
     assert agent.proc.poll() is None, agent.log_text()
 
 
-def test_watchdog_declared_in_lease(
-    api: Api, namespace: str, start_agent: Callable[..., AgentProc]
+def test_self_fencing_declared_only_with_an_armed_device(
+    api: Api, namespace: str, start_agent: Callable[..., AgentProc], tmp_path: Path
 ) -> None:
-    make_host(api, namespace, "h2", selfFencing={"enabled": True, "watchdogTimeoutSeconds": 30})
-    start_agent("h2", namespace)
-    lease = wait_for(
-        lambda: (x := read_lease(api, namespace, "h2")) and HeartbeatInfo.from_lease(x).ready and x,
-        what="a ready lease",
-    )
-    assert lease["metadata"]["annotations"][ANN_WATCHDOG_TIMEOUT] == "30"
-    assert HeartbeatInfo.from_lease(lease).watchdog_timeout_seconds == 30
+    sf = {"enabled": True, "watchdogTimeoutSeconds": 30}
+    make_host(api, namespace, "h2", selfFencing=sf)
+    make_host(api, namespace, "h3", selfFencing=sf)
+    device = StandInDevice(tmp_path / "wd.sock", lambda: None, granularity=4).start()
+    try:
+        start_agent("h2", namespace)  # no --watchdog-device
+        start_agent("h3", namespace, "--watchdog-device", f"lab-stand-in:{device.path}")
+
+        def ready(host: str) -> HeartbeatInfo | None:
+            lease = read_lease(api, namespace, host)
+            info = HeartbeatInfo.from_lease(lease) if lease else None
+            return info if info and info.ready else None
+
+        bare = wait_for(lambda: ready("h2"), what="h2's ready lease")
+        assert bare.self_fence_armed is None
+        assert (
+            bare.self_fencing_unavailable and "--watchdog-device" in bare.self_fencing_unavailable
+        )
+        assert bare.watchdog_timeout_seconds is None, "the old annotation is gone"
+        armed = wait_for(lambda: ready("h3"), what="h3's ready lease").self_fence_armed
+        assert armed is not None
+        assert armed.granted_seconds == 32, "the driver's granted timeout, read back"
+        assert armed.boot_id == BOOT_DEFAULT
+        assert device.ops()[:4] == ["OPEN", "GETSUPPORT", "SETTIMEOUT 30", "GETTIMEOUT"]
+        wait_for(lambda: device.ops().count("KEEPALIVE") >= 3, what="the device fed")
+        assert "WRITE V" not in device.ops()
+    finally:
+        device.close()
 
 
 def test_unknown_host_is_a_clear_error(

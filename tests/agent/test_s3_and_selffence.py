@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from hafence.api.lease import HeartbeatInfo
+from hafence.api.lease import HeartbeatInfo, peer_check_window
 from hafence.kube import Api
+from hafence.lab.watchdogdev import StandInDevice
 
 from .conftest import AgentProc
 from .helpers import SLEEP, TcpProxy, make_host, make_vm, pid_alive, place, runtime, wait_for
@@ -85,43 +87,58 @@ def test_stale_vm_is_stopped_before_ready_after_reconnect(
     assert pid_alive(pid2), "a VM still placed here was stopped"
 
 
-def test_self_fence_kills_vms_after_watchdog_timeout(
+def test_cut_off_agent_stops_feeding_and_kills_vms_before_its_device_fires(
     api: Api,
     namespace: str,
     start_agent: Callable[..., AgentProc],
     proxied_kubeconfig: tuple[str, TcpProxy],
+    tmp_path: Path,
 ) -> None:
     timeout = 5
     path, proxy = proxied_kubeconfig
     make_host(
         api, namespace, "h1", selfFencing={"enabled": True, "watchdogTimeoutSeconds": timeout}
     )
-    agent = start_agent("h1", namespace, kubeconfig_path=path)
-    make_vm(api, namespace, "vm1", [SLEEP, "300"], host="h1")
-    make_vm(api, namespace, "vm2", [SLEEP, "300"], host="h1")
-    pids = [running_pid(api, namespace, "vm1"), running_pid(api, namespace, "vm2")]
-    wait_for(
-        lambda: (
-            (x := read_lease(api, namespace, "h1"))
-            and HeartbeatInfo.from_lease(x).watchdog_timeout_seconds == timeout
-        ),
-        what="the lease to declare the watchdog",
+    device = StandInDevice(tmp_path / "wd.sock", lambda: None).start()
+    agent = start_agent(
+        "h1", namespace, "--watchdog-device", f"lab-stand-in:{device.path}", kubeconfig_path=path
     )
-    proxy.cut()
-    cut_at = time.monotonic()
-    wait_for(lambda: "lost contact" in agent.log_text(), what="the agent to notice")
-    if time.monotonic() - cut_at < timeout - 2:
-        assert all(pid_alive(p) for p in pids), "VMs killed before the watchdog timeout"
-    wait_for(
-        lambda: not any(pid_alive(p) for p in pids),
-        timeout=timeout + 10,
-        what="the watchdog to kill the VMs",
-    )
-    # The agent measures its own silence; the kill must come at or after the timeout.
-    match = re.search(r"no lease renewal for ([0-9.]+)s", agent.log_text())
-    assert match, agent.log_text()
-    assert timeout <= float(match.group(1)) < timeout + 1.0
+    try:
+        make_vm(api, namespace, "vm1", [SLEEP, "300"], host="h1")
+        make_vm(api, namespace, "vm2", [SLEEP, "300"], host="h1")
+        pids = [running_pid(api, namespace, "vm1"), running_pid(api, namespace, "vm2")]
+        wait_for(
+            lambda: (
+                (x := read_lease(api, namespace, "h1"))
+                and HeartbeatInfo.from_lease(x).self_fence_armed is not None
+            ),
+            what="the lease to declare the device",
+        )
+        proxy.cut()
+        wait_for(lambda: "lost contact" in agent.log_text(), what="the agent to notice")
+        # No peers (no token): nobody can vouch for an outage, so at the deadline the
+        # agent stops feeding and kills its VMs; the device fires a timeout later.
+        wait_for(
+            lambda: not any(pid_alive(p) for p in pids),
+            timeout=3 + peer_check_window(3) + 10,
+            what="the agent to kill the VMs",
+        )
+        killed_at = time.monotonic()
+        deadline = device.deadline()
+        assert deadline is not None, "the device stopped counting: the host would not reset"
+        assert deadline > killed_at, "the device fired before the VMs were killed"
+        feeds = device.ops().count("KEEPALIVE")
+        wait_for(lambda: device.fired, timeout=timeout + 5, what="the device to fire")
+        assert device.ops().count("KEEPALIVE") == feeds, "fed after the VMs were killed"
+        assert "WRITE V" not in device.ops()
+        match = re.search(r"no lease renewal for ([0-9.]+)s", agent.log_text())
+        assert match, agent.log_text()
+        assert 3 <= float(match.group(1)) < 3 + peer_check_window(3) + 1.0
+    finally:
+        device.close()
 
+    # The host did not really reset here (the stand-in's reset does nothing in this
+    # test): once contact is back the killed VMs are reported Failed for their epoch.
     proxy.restore()
     for name in ("vm1", "vm2"):
         rt = wait_for(
@@ -130,7 +147,6 @@ def test_self_fence_kills_vms_after_watchdog_timeout(
         )
         assert "self-fencing watchdog" in rt["message"]
         assert rt["placementEpoch"] == 1
-    # Never restarted under the epoch it was fenced in; a new placement runs it again.
     place(api, namespace, "vm2", "h1", 2)
     new = running_pid(api, namespace, "vm2", epoch=2)
     assert new not in pids

@@ -100,8 +100,14 @@ class Rig:
         boot: str = "b1",
         watchdog: float | None = None,
         ready: bool = True,
+        watchdog_boot: str | None = None,
     ) -> list[m.Action]:
-        return self.feed(m.LeaseObserved(at, host, at, LEASE, boot, watchdog, ready))
+        """``watchdog``: a device declared armed with that granted timeout, in boot
+        ``watchdog_boot`` (default: this lease's boot)."""
+        armed_in = (watchdog_boot or boot) if watchdog is not None else None
+        return self.feed(
+            m.LeaseObserved(at, host, at, LEASE, boot, watchdog, ready, watchdog_boot_id=armed_in)
+        )
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [a for a in self.actions if isinstance(a, kind)]

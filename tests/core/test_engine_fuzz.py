@@ -147,6 +147,7 @@ class World:
                     lease.boot_id,
                     lease.watchdog_timeout,
                     lease.ready,
+                    watchdog_boot_id=lease.watchdog_boot_id,
                 )
             )
 

@@ -66,6 +66,7 @@ def restart(old: Rig, quiet: float = 20.0) -> Rig:
                     rec.boot_id,
                     rec.watchdog_timeout,
                     rec.ready,
+                    watchdog_boot_id=rec.watchdog_boot_id,
                 )
             )
     return rig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hafence.api.confirmation import FenceConfirmationStatus
+from hafence.api.lease import peer_check_window
 from hafence.core import messages as m
 from hafence.core.transitions import Phase
 from tests.core.core_helpers import (
@@ -78,25 +79,72 @@ def test_confirmation_already_decided_is_not_reapplied() -> None:
     )
 
 
-def test_self_fence_needs_an_armed_watchdog_and_waits_expiry_plus_timeout_plus_margin() -> None:
-    for armed in (False, True):
-        rig = Rig(self_fence_safety_margin=15)
-        cluster(rig, selfFencing={"enabled": True, "watchdogTimeoutSeconds": 30})
-        rig.lease("h1", 0.0, watchdog=30.0 if armed else None)
-        place(rig, "web", "h1")
-        isolate(rig)
-        keep_alive(rig, LEASE + 30 + 15 - 1, ["h2", "h3"])
-        assert rig.engine.hosts["h1"].phase is Phase.ISOLATED
-        keep_alive(rig, LEASE + 30 + 15, ["h2", "h3"])
-        if armed:
-            assert rig.engine.hosts["h1"].phase is Phase.SELF_FENCED
-            assert "SelfFenceProven" in rig.reasons("h1")
-            release = last(rig, m.ReleaseVMs)
-            assert isinstance(release, m.ReleaseVMs) and release.proof == "self-fence"
-        else:
-            keep_alive(rig, 500, ["h2", "h3"])
-            assert rig.engine.hosts["h1"].phase is not Phase.SELF_FENCED
-            assert rig.engine.vms["web"].host == "h1"
+# Lease expiry + the agent's peer-check window + twice the granted timeout (the kernel
+# pings once more when a crashed agent's file closes) + the margin.
+PROOF_AT = LEASE + peer_check_window(LEASE) + 2 * 30 + 15
+
+
+def self_fence_rig(**lease: object) -> Rig:
+    rig = Rig(self_fence_safety_margin=15)
+    cluster(rig, selfFencing={"enabled": True, "watchdogTimeoutSeconds": 30})
+    rig.lease("h1", 0.0, **lease)  # type: ignore[arg-type]
+    place(rig, "web", "h1")
+    isolate(rig)
+    return rig
+
+
+def test_self_fence_needs_a_declared_device_and_waits_for_it_to_have_fired() -> None:
+    rig = self_fence_rig(watchdog=30.0)
+    keep_alive(rig, PROOF_AT - 1, ["h2", "h3"])
+    assert rig.engine.hosts["h1"].phase is not Phase.SELF_FENCED
+    assert rig.engine.vms["web"].host == "h1"
+    keep_alive(rig, PROOF_AT + 1, ["h2", "h3"])
+    assert rig.engine.hosts["h1"].phase is Phase.SELF_FENCED
+    assert "SelfFenceProven" in rig.reasons("h1")
+    release = last(rig, m.ReleaseVMs)
+    assert isinstance(release, m.ReleaseVMs) and release.proof == "self-fence"
+
+
+def test_no_device_no_proof_and_the_host_says_why() -> None:
+    rig = self_fence_rig()
+    assert "SelfFencingUnavailable" in rig.reasons("h1")
+    writes = [w for w in rig.of(m.WriteHostStatus) if w.host == "h1"]
+    conditions = {c.type: c for c in writes[-1].status.conditions}
+    assert conditions["SelfFencingUnavailable"].status == "True"
+    assert "no watchdog device" in conditions["SelfFencingUnavailable"].message
+    keep_alive(rig, 500, ["h2", "h3"])
+    assert rig.engine.hosts["h1"].phase is not Phase.SELF_FENCED
+    assert rig.engine.vms["web"].host == "h1"
+
+
+def test_device_armed_in_an_earlier_boot_is_no_proof() -> None:
+    rig = self_fence_rig(watchdog=30.0, boot="b2", watchdog_boot="b1")
+    keep_alive(rig, 500, ["h2", "h3"])
+    assert rig.engine.vms["web"].host == "h1"
+
+
+def test_agent_that_stopped_declaring_is_no_proof() -> None:
+    rig = Rig(self_fence_safety_margin=15)
+    cluster(rig, selfFencing={"enabled": True, "watchdogTimeoutSeconds": 30})
+    rig.lease("h1", 0.0, watchdog=30.0)
+    rig.lease("h1", 3.0)  # its last lease before the silence declares nothing
+    place(rig, "web", "h1")
+    isolate(rig)
+    keep_alive(rig, 500, ["h2", "h3"])
+    assert rig.engine.vms["web"].host == "h1"
+
+
+def test_no_proof_while_most_peers_lost_the_api_server_too() -> None:
+    """An API-server outage seen by most of the cluster: the agent may be feeding its
+    device on its peers' word, so silence proves nothing until the peers have renewed
+    without a gap for a lease + twice the timeout + the margin."""
+    rig = self_fence_rig(watchdog=30.0)
+    keep_alive(rig, 47, [])  # h2 and h3 silent too (last renewals at 30): all lost it
+    back = 48.0
+    keep_alive(rig, back + 200, ["h2", "h3"])
+    assert rig.engine.hosts["h1"].phase is Phase.SELF_FENCED
+    since = rig.engine.hosts["h1"].phase_since
+    assert since is not None and since >= back + LEASE + 2 * 30 + 15
 
 
 def test_self_fencing_disabled_in_spec_is_no_proof() -> None:

@@ -56,7 +56,7 @@ AGENT_RIGHTS: set[Right] = {
     ("dc", "hafence.io", "hosts", "get", "*"),
     *{("dc", "hafence.io", "havirtualmachines", v, "*") for v in ("get", "list", "watch")},
     ("dc", "hafence.io", "havirtualmachines/status", "patch", "*"),
-    *{("dc", "coordination.k8s.io", "leases", v, "*") for v in ("get", "create", "update")},
+    *{("dc", "coordination.k8s.io", "leases", v, "*") for v in ("get", "list", "create", "update")},
 }
 
 

@@ -108,7 +108,6 @@ class Heartbeats:
                 boot_id=boot_id,
                 agent_version="test",
                 vm_count=0,
-                watchdog_timeout_seconds=None,
                 ready=True,
             ),
             resource_version=rv,

@@ -31,9 +31,7 @@ def _lease(ns: str, renewed: datetime) -> dict[str, Any]:
         lease_duration_seconds=10,
         renew_time=renewed,
         acquire_time=renewed,
-        annotations=lease_annotations(
-            boot_id="b00t", agent_version="t", vm_count=0, watchdog_timeout_seconds=None, ready=True
-        ),
+        annotations=lease_annotations(boot_id="b00t", agent_version="t", vm_count=0, ready=True),
     )
 
 

@@ -22,12 +22,19 @@ from pathlib import Path
 from hafence.agent.drivers import Driver
 from hafence.agent.heartbeat import BOOT_ID_PATH, read_boot_id
 from hafence.agent.libvirt import LibvirtDriver
+from hafence.agent.peers import read_token
 from hafence.agent.process import ProcessDriver
 from hafence.agent.service import Agent, AgentConfig, AgentError
 from hafence.agent.state import StateDir
 from hafence.agent.vms import RestartPolicy
 from hafence.api.base import DNS_LABEL, DNS_SUBDOMAIN
-from hafence.api.lease import DEFAULT_LEASE_DURATION_SECONDS, LeaseError, validate_boot_id
+from hafence.api.lease import (
+    DEFAULT_LEASE_DURATION_SECONDS,
+    LeaseError,
+    api_timeout,
+    validate_boot_id,
+    validate_peer_endpoint,
+)
 from hafence.kube import load_api
 
 log = logging.getLogger("hafence.agent")
@@ -82,7 +89,30 @@ def parser() -> argparse.ArgumentParser:
         default=1.0,
         help="seconds between checks that the VMs still run",
     )
-    p.add_argument("--watchdog-device", help="e.g. /dev/watchdog: fed while the lease is fresh")
+    p.add_argument(
+        "--watchdog-device",
+        help="the watchdog device self-fencing arms, e.g. /dev/watchdog0 (the lab's "
+        "stand-in: lab-stand-in:SOCKET); without one a Host's self-fencing is unavailable",
+    )
+    p.add_argument(
+        "--peer-token-file",
+        type=Path,
+        help="the namespace's shared peer token (Secret hafence-peer-token): enables the "
+        "peer check before self-fencing on API loss",
+    )
+    p.add_argument(
+        "--peer-listen",
+        help="HOST:PORT of this agent's peer endpoint (PORT 0: any free port)",
+    )
+    p.add_argument(
+        "--peer-advertise", help="HOST:PORT peers reach the endpoint at (default: --peer-listen)"
+    )
+    p.add_argument(
+        "--peer-refresh",
+        type=float,
+        default=30.0,
+        help="seconds between lists of the peers (their leases)",
+    )
     p.add_argument(
         "--kill-vms-on-exit",
         action="store_true",
@@ -103,6 +133,20 @@ def _check(args: argparse.Namespace) -> str:
     for flag in ("restart_backoff", "restart_backoff_max", "poll_interval", "stop_grace"):
         if getattr(args, flag) <= 0:
             raise AgentError(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} must be positive")
+    if args.peer_refresh <= 0:
+        raise AgentError(f"--peer-refresh {args.peer_refresh!r} must be positive")
+    for flag in ("peer_listen", "peer_advertise"):
+        value = getattr(args, flag)
+        if value is not None:
+            try:
+                # Port 0 (any free port) only for listening; it is declared as bound.
+                host, _, port = value.rpartition(":")
+                zero = flag == "peer_listen" and port == "0"
+                validate_peer_endpoint(f"{host}:1" if zero else value)
+            except LeaseError as exc:
+                raise AgentError(f"--{flag.replace('_', '-')}: {exc}") from None
+    if args.peer_listen and not args.peer_token_file:
+        raise AgentError("--peer-listen needs --peer-token-file: peer answers are signed")
     if args.restart_limit < 0:
         raise AgentError(f"--restart-limit {args.restart_limit!r} must not be negative")
     try:
@@ -111,6 +155,11 @@ def _check(args: argparse.Namespace) -> str:
         raise AgentError(f"--boot-id: {exc}") from None
     except OSError as exc:
         raise AgentError(f"--boot-id-file: {exc}") from None
+
+
+def _endpoint(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def main(argv: list[str]) -> int:
@@ -129,7 +178,8 @@ def main(argv: list[str]) -> int:
         boot_id = _check(args)
         state = StateDir(args.state_dir)
         state.ensure()
-    except (AgentError, OSError) as exc:
+        token = read_token(args.peer_token_file) if args.peer_token_file else None
+    except (AgentError, OSError, ValueError) as exc:
         print(f"hafence agent: {exc}", file=sys.stderr)
         return 2
     cfg = AgentConfig(
@@ -143,10 +193,14 @@ def main(argv: list[str]) -> int:
         poll_interval=args.poll_interval,
         watchdog_device=args.watchdog_device,
         kill_vms_on_exit=args.kill_vms_on_exit,
+        peer_token=token,
+        peer_listen=_endpoint(args.peer_listen) if args.peer_listen else None,
+        peer_advertise=args.peer_advertise,
+        peer_refresh=args.peer_refresh,
     )
     # A call must end well within a renewal interval, or one hung request would stall
     # the heartbeat; the watchdog covers the rest.
-    timeout = max(2.0, args.lease_duration / 3)
+    timeout = api_timeout(args.lease_duration)
     try:
         api = load_api(args.kubeconfig, timeout=timeout)
         watch_api = load_api(args.kubeconfig, timeout=timeout)

@@ -23,13 +23,23 @@ from hafence import __version__
 from hafence.agent.drivers import Driver, LocalVM, StartError
 from hafence.agent.heartbeat import LeaseWriter
 from hafence.agent.localvms import LocalVMs
+from hafence.agent.peers import Peer, PeerChecker, PeerServer, State, own_state
 from hafence.agent.placement import PlacementCache
 from hafence.agent.state import StateDir
 from hafence.agent.vms import Placed, Reconciler, RestartPolicy
-from hafence.agent.watchdog import Watchdog
+from hafence.agent.watchdog import DeviceError, Liveness, Watchdog, arm_device, open_device
 from hafence.agent.watcher import KIND, VMWatcher
 from hafence.api.host import HostSpec, SelfFencing
-from hafence.api.lease import lease_annotations, renew_interval
+from hafence.api.lease import (
+    HEARTBEAT_SELECTOR,
+    HeartbeatInfo,
+    LeaseError,
+    WatchdogDeclaration,
+    api_timeout,
+    lease_annotations,
+    peer_check_window,
+    renew_interval,
+)
 from hafence.kube import Api, NotFound
 
 log = logging.getLogger("hafence.agent")
@@ -54,6 +64,12 @@ class AgentConfig:
     watch_timeout: int = 60
     watchdog_device: str | None = None
     kill_vms_on_exit: bool = False
+    # The peer check (hafence.agent.peers): the shared token, where to listen, what to
+    # declare in the lease (default: the listening address), how often to re-list.
+    peer_token: bytes | None = None
+    peer_listen: tuple[str, int] | None = None
+    peer_advertise: str | None = None
+    peer_refresh: float = 30.0
 
 
 def _norm(report: dict[str, Any] | Any) -> dict[str, Any]:
@@ -79,7 +95,15 @@ class Agent:
             instance_id=cfg.instance_id,
             lease_duration_seconds=cfg.lease_duration,
         )
-        self.watchdog = Watchdog(self._self_fence, device=cfg.watchdog_device)
+        self.liveness = Liveness()
+        self.watchdog = Watchdog(self._self_fence, liveness=self.liveness)
+        self.cluster: str | None = None
+        self.peers: list[Peer] = []
+        self.self_fencing_unavailable: str | None = None
+        self._release_device = False
+        self._peers_read_at = 0.0
+        self.peer_server: PeerServer | None = None
+        self.peer_checker: PeerChecker | None = None
         self.cache = PlacementCache()
         self.local = LocalVMs(self.state, drivers, boot_id=cfg.boot_id, stop_grace=cfg.stop_grace)
         self.swept = False
@@ -97,17 +121,20 @@ class Agent:
         if self.local.adopt():
             log.info("adopted %d VM records from %s", len(self.local.vms), self.cfg.state_dir)
         cached = self.state.read_host()
+        self.peers = [
+            Peer(str(p["host"]), str(p["endpoint"]))
+            for p in cached.get("peers") or []
+            if isinstance(p, dict) and "host" in p and "endpoint" in p
+        ]
+        self.cluster = cached.get("cluster") or None
         sf = cached.get("selfFencing") or {}
         if sf.get("enabled"):
             # Armed before we can reach the API server: the previous agent declared the
-            # watchdog in the lease, so the operator counts on it from its last renewal.
+            # device in the lease, so the operator counts on it from its last renewal.
             silent = max(0.0, time.time() - float(cached.get("lastRenewal") or time.time()))
-            try:
-                self.watchdog.arm(float(sf["watchdogTimeoutSeconds"]), time.monotonic() - silent)
-            except OSError as exc:
-                raise AgentError(str(exc)) from None
+            self._arm(int(sf["watchdogTimeoutSeconds"]), time.monotonic() - silent)
             log.info(
-                "self-fencing watchdog armed from the state dir (%ss, last renewal %.1fs ago)",
+                "self-fencing re-armed from the state dir (%ss, last renewal %.1fs ago)",
                 sf["watchdogTimeoutSeconds"],
                 silent,
             )
@@ -119,21 +146,71 @@ class Agent:
             raise AgentError(
                 f"Host {self.cfg.namespace}/{self.cfg.host}: invalid spec: {exc}"
             ) from None
+        self.cluster = spec.cluster
         self._set_self_fencing(spec.self_fencing)
+
+    def _arm(self, timeout: int, last_renewal: float) -> None:
+        """Arm self-fencing: open and arm the device (once), or say why there is none.
+        A device that cannot be armed is no reason to stop: the host keeps its VMs and
+        the operator is told self-fencing is unavailable (it never counts on it)."""
+        cfg = self.cfg
+        device = self.watchdog.device
+        if cfg.watchdog_device is None:
+            self.self_fencing_unavailable = (
+                "the agent has no --watchdog-device: an agent-internal watchdog proves nothing"
+            )
+        elif device is not None and self.watchdog.timeout not in (None, timeout):
+            # Declared already: never the magic close here, even if this fails.
+            try:
+                device.set_timeout(timeout)
+                granted = device.get_timeout()
+            except DeviceError as exc:
+                self.self_fencing_unavailable = f"changing the timeout: {exc}"
+                log.error("self-fencing unavailable: %s", self.self_fencing_unavailable)
+                self.watchdog.set_granted(None)
+            else:
+                self.watchdog.set_granted(granted)
+                log.info(
+                    "watchdog device %s: %ds asked, %ds granted", device.name, timeout, granted
+                )
+        elif device is None:
+            try:
+                device = open_device(cfg.watchdog_device)
+                granted = arm_device(device, timeout)
+            except DeviceError as exc:
+                self.self_fencing_unavailable = str(exc)
+                log.error("self-fencing unavailable: %s", exc)
+                device = None
+            else:
+                self.self_fencing_unavailable = None
+                self.watchdog.set_granted(granted)
+                log.info(
+                    "watchdog device %s armed: %ds asked, %ds granted",
+                    device.name,
+                    timeout,
+                    granted,
+                )
+        window = cfg.lease_duration + peer_check_window(cfg.lease_duration)
+        self.watchdog.arm(timeout, window, last_renewal, device)
+        self._release_device = False
 
     def _set_self_fencing(self, sf: SelfFencing) -> None:
         if sf.enabled:
-            if self.watchdog.armed_timeout != float(sf.watchdog_timeout_seconds):
-                log.info("self-fencing watchdog armed: %ss", sf.watchdog_timeout_seconds)
             last = self._last_renewal if self._last_renewal is not None else time.monotonic()
-            try:
-                self.watchdog.arm(float(sf.watchdog_timeout_seconds), last)
-            except OSError as exc:
-                raise AgentError(str(exc)) from None
+            self._arm(sf.watchdog_timeout_seconds, last)
         elif self.watchdog.armed_timeout is not None:
-            log.info("self-fencing watchdog disarmed (Host spec.selfFencing.enabled is false)")
+            log.info("self-fencing disarmed (Host spec.selfFencing.enabled is false)")
             self.watchdog.disarm()
+            self.self_fencing_unavailable = None
+            # The device is released only after a lease without its declaration.
+            self._release_device = self.watchdog.device is not None
         self._persist_host()
+
+    def declaration(self) -> WatchdogDeclaration | None:
+        wd = self.watchdog
+        if wd.armed_timeout is None or wd.device is None or wd.granted is None:
+            return None
+        return WatchdogDeclaration(wd.device.name, wd.granted, self.cfg.boot_id)
 
     def _persist_host(self) -> None:
         timeout = self.watchdog.armed_timeout
@@ -142,6 +219,8 @@ class Agent:
                 "enabled": timeout is not None,
                 "watchdogTimeoutSeconds": int(timeout or 0),
             },
+            "cluster": self.cluster,
+            "peers": [{"host": p.host, "endpoint": p.endpoint} for p in self.peers],
         }
         if self._last_renewal is not None:
             data["lastRenewal"] = time.time() - (time.monotonic() - self._last_renewal)
@@ -308,14 +387,28 @@ class Agent:
                 self._host_read_at = time.monotonic()
             except Exception as exc:
                 log.warning("re-reading Host: %s", str(exc).splitlines()[0][:200])
+        if self.peer_checker is not None and (
+            not self.peers or time.monotonic() - self._peers_read_at > self.cfg.peer_refresh
+        ):
+            self._peers_read_at = time.monotonic()
+            try:
+                self.peers = await asyncio.to_thread(self._list_peers)
+            except Exception as exc:
+                level = logging.WARNING if self.swept else logging.DEBUG
+                log.log(level, "listing peers: %s", str(exc).splitlines()[0][:200])
         timeout = self.watchdog.armed_timeout
+        declared = self.declaration()
         annotations = lease_annotations(
             boot_id=self.cfg.boot_id,
             agent_version=__version__,
             vm_count=self.vm_count(),
-            watchdog_timeout_seconds=None if timeout is None else int(timeout),
             ready=self.swept,
+            watchdog=declared,
+            self_fencing_unavailable=self.self_fencing_unavailable if timeout else None,
+            cluster=self.cluster,
+            peer_endpoint=self.peer_endpoint(),
         )
+        release = self._release_device and declared is None
         started = time.monotonic()
         try:
             await asyncio.to_thread(self.lease.renew, datetime.now(UTC), annotations)
@@ -327,14 +420,47 @@ class Agent:
         self.renewals += 1
         self._last_renewal = started
         self.watchdog.renewed(started)
+        if release:
+            self._release_device = False
+            self.watchdog.release()
         if timeout is not None:
             self._persist_host()
         return True
 
+    def peer_endpoint(self) -> str | None:
+        if self.peer_server is None:
+            return None
+        if self.cfg.peer_advertise:
+            return self.cfg.peer_advertise
+        assert self.cfg.peer_listen is not None
+        return f"{self.cfg.peer_listen[0]}:{self.peer_server.port}"
+
+    def _list_peers(self) -> list[Peer]:
+        """Agents of this host's cluster that declare a peer endpoint in their lease."""
+        leases = self.api.coordination.list_namespaced_lease(
+            self.cfg.namespace, label_selector=HEARTBEAT_SELECTOR, _request_timeout=self.api.timeout
+        )
+        out = []
+        for lease in leases.items:
+            try:
+                info = HeartbeatInfo.from_lease(self.api.client.sanitize_for_serialization(lease))
+            except LeaseError:
+                continue
+            if info.host != self.cfg.host and info.cluster == self.cluster and info.peer_endpoint:
+                out.append(Peer(info.host, info.peer_endpoint))
+        return sorted(out, key=lambda p: p.host)
+
+    def _peer_state(self) -> State:
+        last = self._last_renewal
+        age = None if last is None else time.monotonic() - last
+        return own_state(age, self.cfg.lease_duration)
+
     async def heartbeat_loop(self) -> None:
         interval = renew_interval(self.cfg.lease_duration)
         backoff = min(0.5, interval)
+        alive_for = interval + api_timeout(self.cfg.lease_duration) + 1.0
         while True:
+            self.liveness.stamp("heartbeat loop", alive_for)
             ok = await self.heartbeat_once()
             if ok:
                 delay, backoff = interval, min(0.5, interval)
@@ -355,11 +481,46 @@ class Agent:
     async def _wait_stop(self) -> None:
         await self._stopping.wait()
 
+    async def liveness_loop(self) -> None:
+        """Stamps that the event loop runs: a loop stuck in a call stops the feeding."""
+        while True:
+            self.liveness.stamp("event loop", 2.0)
+            await asyncio.sleep(0.2)
+
+    def _start_peers(self) -> None:
+        cfg = self.cfg
+        if cfg.peer_token is None:
+            return
+        if cfg.peer_listen is not None:
+            self.peer_server = PeerServer(
+                cfg.host,
+                cfg.peer_token,
+                cfg.peer_listen,
+                self._peer_state,
+            )
+            self.peer_server.start()
+        interval = renew_interval(cfg.lease_duration)
+        self.peer_checker = PeerChecker(
+            cfg.host,
+            cfg.peer_token,
+            peers=lambda: list(self.peers),
+            last_renewal=self.watchdog.last_renewal,
+            enabled=lambda: self.watchdog.armed_timeout is not None,
+            confirm=self.watchdog.outage_confirmed,
+            in_danger_after=1.5 * interval,
+            # Two intervals: one to ask again, one for our own first renewal after the
+            # outage ends (peers that reconnect first must not make us kill our VMs).
+            # At most the lease duration: the operator's window assumes no more.
+            validity=2 * interval,
+        )
+        self.peer_checker.start()
+
     def request_stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> int:
         self.adopt()
+        self._start_peers()
         self.watchdog.start()
         loop = asyncio.get_running_loop()
 
@@ -376,6 +537,7 @@ class Agent:
             tasks = [
                 asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self.reconcile_loop(), name="reconcile"),
+                asyncio.create_task(self.liveness_loop(), name="liveness"),
             ]
             stop = asyncio.create_task(self._wait_stop())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -388,6 +550,10 @@ class Agent:
                     raise exc
         finally:
             watcher.stop()
+            if self.peer_checker is not None:
+                self.peer_checker.stop()
+            if self.peer_server is not None:
+                self.peer_server.close()
             self.watchdog.stop()
             if self.cfg.kill_vms_on_exit:
                 killed = self.local.kill_all()

@@ -13,8 +13,19 @@ A heartbeat Lease (``coordination.k8s.io/v1``)::
         hafence.io/boot-id                   the host's kernel boot ID
         hafence.io/agent-version             the agent's version
         hafence.io/vm-count                  VMs the agent runs right now
-        hafence.io/watchdog-timeout-seconds  only while the self-fencing watchdog is armed
         hafence.io/ready: "true"             only after the S3 sweep of this connection
+        hafence.io/watchdog-device           self-fencing armed: the watchdog device the
+        hafence.io/watchdog-granted-seconds  agent opened, the timeout its driver granted
+        hafence.io/watchdog-boot-id          (WDIOC_GETTIMEOUT) and the boot it was armed in
+        hafence.io/self-fencing-unavailable  self-fencing asked for, no device armed: why
+        hafence.io/cluster                   the Host's spec.cluster (peer check)
+        hafence.io/peer-endpoint             HOST:PORT of the agent's peer endpoint
+
+``hafence.io/watchdog-timeout-seconds`` was written by older agents whose watchdog was
+a thread of their own: it is parsed, and never proof of anything.  Self-fence proof
+comes only from the three ``watchdog-*`` annotations together, with
+``watchdog-boot-id`` equal to ``boot-id`` (:attr:`HeartbeatInfo.self_fence_armed`):
+a device armed in an earlier boot is no device now.
 
 ``ready`` is absent while the agent has not yet stopped every VM not placed on its
 host since it (re)gained contact with the API server: a renewing but not-ready lease
@@ -39,6 +50,12 @@ ANN_AGENT_VERSION = "hafence.io/agent-version"
 ANN_VM_COUNT = "hafence.io/vm-count"
 ANN_WATCHDOG_TIMEOUT = "hafence.io/watchdog-timeout-seconds"
 ANN_READY = "hafence.io/ready"
+ANN_WATCHDOG_DEVICE = "hafence.io/watchdog-device"
+ANN_WATCHDOG_GRANTED = "hafence.io/watchdog-granted-seconds"
+ANN_WATCHDOG_BOOT_ID = "hafence.io/watchdog-boot-id"
+ANN_SELF_FENCING_UNAVAILABLE = "hafence.io/self-fencing-unavailable"
+ANN_CLUSTER = "hafence.io/cluster"
+ANN_PEER_ENDPOINT = "hafence.io/peer-endpoint"
 
 DEFAULT_LEASE_DURATION_SECONDS = 10
 # Three renewals per lease duration, like kubelet's node leases: one lost write is not
@@ -47,6 +64,7 @@ RENEWALS_PER_DURATION = 3
 
 _MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 _BOOT_ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
+_ENDPOINT = re.compile(r"^[0-9A-Za-z.:\[\]-]{1,255}:[0-9]{1,5}$")
 
 
 class LeaseError(ValueError):
@@ -55,6 +73,34 @@ class LeaseError(ValueError):
 
 def renew_interval(lease_duration_seconds: float) -> float:
     return lease_duration_seconds / RENEWALS_PER_DURATION
+
+
+def api_timeout(lease_duration_seconds: float) -> float:
+    """The agent's bound on one API call: well within a renewal interval, at least 2 s."""
+    return max(2.0, renew_interval(lease_duration_seconds))
+
+
+def peer_check_window(lease_duration_seconds: float) -> float:
+    """How long after its lease went stale an agent may still feed its watchdog while
+    it asks its peers whether the API server is down for them too (hafence.agent.peers).
+
+    A peer counts as "lost the API server" only once its own last successful renewal
+    started ``lost_after`` ago; in a real outage that happens at most a renewal
+    interval and a hung call after the asker's own last success, and the rest of the
+    window lets the check run.  The operator adds this window before it counts a silent host as
+    self-fenced, so the check costs it time, never safety.
+    """
+    return 2 * renew_interval(lease_duration_seconds) + api_timeout(lease_duration_seconds) + 2.5
+
+
+def lost_after(lease_duration_seconds: float) -> float:
+    """Age of a peer's last successful renewal (start) from which it answers "lost".
+
+    Later than its lease expiry by a whole API call plus slack for the operator's watch
+    delay: by then the operator has seen that peer's lease expire too, which is what
+    lets the operator bound the asker's API-outage mode (core/triggers.py).
+    """
+    return lease_duration_seconds + api_timeout(lease_duration_seconds) + 0.5
 
 
 def holder_identity(host: str, instance_id: str) -> str:
@@ -98,21 +144,49 @@ def lease_labels(host: str) -> dict[str, str]:
     return {COMPONENT_LABEL: HEARTBEAT_COMPONENT, HOST_LABEL: host}
 
 
+@dataclass(frozen=True)
+class WatchdogDeclaration:
+    """What an agent declares once its watchdog device is armed and being fed."""
+
+    device: str
+    granted_seconds: int
+    boot_id: str
+
+
+def validate_peer_endpoint(value: str) -> str:
+    if not _ENDPOINT.match(value) or not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        raise LeaseError(f"peer endpoint {value!r} is not HOST:PORT (like 192.0.2.11:7443)")
+    return value
+
+
 def lease_annotations(
     *,
     boot_id: str,
     agent_version: str,
     vm_count: int,
-    watchdog_timeout_seconds: int | None,
     ready: bool,
+    watchdog: WatchdogDeclaration | None = None,
+    self_fencing_unavailable: str | None = None,
+    cluster: str | None = None,
+    peer_endpoint: str | None = None,
 ) -> dict[str, str]:
     out = {
         ANN_BOOT_ID: boot_id,
         ANN_AGENT_VERSION: agent_version,
         ANN_VM_COUNT: str(vm_count),
     }
-    if watchdog_timeout_seconds is not None:
-        out[ANN_WATCHDOG_TIMEOUT] = str(watchdog_timeout_seconds)
+    if watchdog is not None:
+        if watchdog.granted_seconds <= 0:
+            raise LeaseError(f"granted watchdog timeout {watchdog.granted_seconds!r} is not > 0")
+        out[ANN_WATCHDOG_DEVICE] = watchdog.device
+        out[ANN_WATCHDOG_GRANTED] = str(watchdog.granted_seconds)
+        out[ANN_WATCHDOG_BOOT_ID] = watchdog.boot_id
+    elif self_fencing_unavailable:
+        out[ANN_SELF_FENCING_UNAVAILABLE] = self_fencing_unavailable[:500]
+    if cluster:
+        out[ANN_CLUSTER] = cluster
+    if peer_endpoint:
+        out[ANN_PEER_ENDPOINT] = validate_peer_endpoint(peer_endpoint)
     if ready:
         out[ANN_READY] = "true"
     return out
@@ -162,13 +236,21 @@ class HeartbeatInfo:
     boot_id: str
     agent_version: str
     vm_count: int
-    watchdog_timeout_seconds: int | None
+    watchdog_timeout_seconds: int | None  # the old software-only annotation: no proof
     ready: bool
     resource_version: str | None = None
+    watchdog: WatchdogDeclaration | None = None
+    self_fencing_unavailable: str | None = None
+    cluster: str | None = None
+    peer_endpoint: str | None = None
 
     @property
-    def watchdog_armed(self) -> bool:
-        return self.watchdog_timeout_seconds is not None
+    def self_fence_armed(self) -> WatchdogDeclaration | None:
+        """The device declaration, if it was made in the boot this lease speaks for."""
+        w = self.watchdog
+        if w is None or w.boot_id.lower() != self.boot_id.lower():
+            return None
+        return w
 
     @property
     def expires_at(self) -> datetime:
@@ -180,14 +262,18 @@ class HeartbeatInfo:
     def self_fenced_after(self, margin_seconds: float) -> datetime | None:
         """When the host is provably without VMs if it stays silent (S1 self-fence proof).
 
-        The agent kills its VMs at the latest ``watchdogTimeoutSeconds`` after the start
-        of its last successful renewal, which is never later than ``renewTime``; lease
-        expiry on top of that, plus the caller's margin, covers clock skew.  None when
-        the watchdog was not declared armed: silence then proves nothing.
+        The agent feeds its device at most :func:`peer_check_window` past its lease (or
+        while its peers confirm an API-server outage, which the operator checks
+        separately); the device fires at most twice the granted timeout after the last
+        feed (the kernel pings once more when a crashed agent's file is closed); the
+        caller's margin covers clock skew.  None without a device declared for this
+        boot: silence then proves nothing.
         """
-        if self.watchdog_timeout_seconds is None:
+        w = self.self_fence_armed
+        if w is None:
             return None
-        return self.expires_at + timedelta(seconds=self.watchdog_timeout_seconds + margin_seconds)
+        window = peer_check_window(self.lease_duration_seconds)
+        return self.expires_at + timedelta(seconds=window + 2 * w.granted_seconds + margin_seconds)
 
     @classmethod
     def from_lease(cls, obj: Mapping[str, Any]) -> HeartbeatInfo:
@@ -223,6 +309,24 @@ class HeartbeatInfo:
         boot_id = annotations.get(ANN_BOOT_ID)
         if not boot_id:
             raise LeaseError(f"Lease {name!r}: annotation {ANN_BOOT_ID} is missing")
+        # A malformed declaration or endpoint makes the lease say less, never makes it
+        # unreadable: an unreadable lease would leave the operator with an older one,
+        # and an older declaration must not outlive a lease that dropped it.
+        watchdog = None
+        granted_raw = annotations.get(ANN_WATCHDOG_GRANTED, "")
+        declared = all(annotations.get(k) for k in _WATCHDOG_KEYS)
+        if declared and granted_raw.isdigit() and int(granted_raw) > 0:
+            watchdog = WatchdogDeclaration(
+                annotations[ANN_WATCHDOG_DEVICE],
+                int(granted_raw),
+                annotations[ANN_WATCHDOG_BOOT_ID],
+            )
+        endpoint = annotations.get(ANN_PEER_ENDPOINT)
+        if endpoint:
+            try:
+                validate_peer_endpoint(endpoint)
+            except LeaseError:
+                endpoint = None
         return cls(
             host=host,
             agent_instance=instance,
@@ -238,7 +342,14 @@ class HeartbeatInfo:
             ),
             ready=annotations.get(ANN_READY) == "true",
             resource_version=metadata.get("resourceVersion"),
+            watchdog=watchdog,
+            self_fencing_unavailable=annotations.get(ANN_SELF_FENCING_UNAVAILABLE) or None,
+            cluster=annotations.get(ANN_CLUSTER) or None,
+            peer_endpoint=endpoint or None,
         )
+
+
+_WATCHDOG_KEYS = (ANN_WATCHDOG_DEVICE, ANN_WATCHDOG_GRANTED, ANN_WATCHDOG_BOOT_ID)
 
 
 def _int_annotation(name: str, annotations: Mapping[str, str], key: str, default: int) -> int:

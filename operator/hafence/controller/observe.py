@@ -88,6 +88,9 @@ def inputs_for(kind: str, obj: Obj, now: float, *, deleted: bool = False) -> lis
             if deleted:
                 return []  # a deleted heartbeat is an expiring one: time decides
             info = HeartbeatInfo.from_lease(dict(obj))
+            # Only a device declared for the boot this lease speaks for; never the old
+            # software-only annotation (watchdog_timeout_seconds).
+            armed = info.self_fence_armed
             return [
                 m.LeaseObserved(
                     now,
@@ -95,10 +98,10 @@ def inputs_for(kind: str, obj: Obj, now: float, *, deleted: bool = False) -> lis
                     info.renew_time.timestamp(),
                     float(info.lease_duration_seconds),
                     info.boot_id,
-                    float(info.watchdog_timeout_seconds)
-                    if info.watchdog_timeout_seconds is not None
-                    else None,
+                    float(armed.granted_seconds) if armed is not None else None,
                     info.ready,
+                    watchdog_boot_id=info.boot_id if armed is not None else None,
+                    self_fencing_unavailable=info.self_fencing_unavailable,
                 )
             ]
     except ValidationError as exc:

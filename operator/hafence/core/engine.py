@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from hafence.api.lease import peer_check_window
 from hafence.core import connectivity
 from hafence.core import fencing_plan as fp
 from hafence.core import messages as m
@@ -92,7 +93,8 @@ class Engine:
                 if h.watchdog_timeout is not None:
                     times.append(
                         exp
-                        + max(h.watchdog_timeout, h.spec.self_fencing.watchdog_timeout_seconds)
+                        + peer_check_window(h.lease_duration)
+                        + 2 * max(h.watchdog_timeout, h.spec.self_fencing.watchdog_timeout_seconds)
                         + self.settings.self_fence_safety_margin
                     )
             if h.step == "soft-fence-wait" and h.step_since is not None:
@@ -183,6 +185,8 @@ class Engine:
             self._orphan_leases[ev.host] = ev  # the Host may be listed after its Lease
             return
         changed = ev.renew_time != rec.renew_time or ev.boot_id != rec.boot_id
+        if not rec.lease_fresh(ev.now):
+            rec.fresh_since = ev.now  # a gap (or first sight): freshness starts again
         if not rec.lease_seen:
             # First sight (also after a restart): the agent's clock, never beyond ours.
             rec.renewed_at = min(ev.renew_time, ev.now)
@@ -202,7 +206,29 @@ class Engine:
         rec.lease_duration = ev.duration
         rec.boot_id = ev.boot_id
         rec.watchdog_timeout = ev.watchdog_timeout
+        rec.watchdog_boot_id = ev.watchdog_boot_id
         rec.ready = ev.ready
+        self._self_fencing_available(rec, ev)
+
+    def _self_fencing_available(self, rec: HostRecord, ev: m.LeaseObserved) -> None:
+        """No device, no proof: say so on the Host (condition + Event) once per reason."""
+        reason = None
+        if rec.spec.self_fencing.enabled and (
+            ev.watchdog_timeout is None or ev.watchdog_boot_id != ev.boot_id
+        ):
+            reason = ev.self_fencing_unavailable or (
+                "the agent's lease declares no watchdog device armed for this boot"
+            )
+        if reason != rec.self_fencing_unavailable:
+            rec.self_fencing_unavailable = reason
+            self._dirty_hosts.add(rec.name)
+            if reason is not None:
+                self.event(
+                    rec.name,
+                    "SelfFencingUnavailable",
+                    f"{reason}: this host is never counted as off by self-fencing",
+                    "Warning",
+                )
 
     def _rerelease(self, rec: HostRecord, now: float) -> None:
         """A host proven off must hold no VM (a crash may have cut a release short)."""

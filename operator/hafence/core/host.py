@@ -7,6 +7,7 @@ the fencing policies, emitting actions) comes through ``HostContext``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, Protocol
 
 from hafence.core import fencing_plan as fp
@@ -35,6 +36,9 @@ FENCE_STEPS = ("status", "off", "verify", "on")
 class HostContext(Protocol):
     settings: Settings
     namespace: str
+
+    @property
+    def hosts(self) -> Mapping[str, HostRecord]: ...  # peers, for the self-fence proof
 
     def quiet(self, now: float) -> bool: ...
     def levels(self, host: str) -> tuple[fp.Level, ...]: ...

@@ -108,11 +108,15 @@ class LeaseObserved:
     renew_time: float
     duration: float
     boot_id: str
-    # Set when the agent declares its watchdog armed: the seconds after which it kills
-    # its VMs (and may reboot) when it cannot renew.  None = not armed.
+    # Set when the agent declares a watchdog device armed: the timeout its driver
+    # granted.  None = no device (the old software-only annotation is never this).
     watchdog_timeout: float | None = None
     # The agent finished its start-up reconciliation (S3) and can run VMs.
     ready: bool = True
+    # The boot the device was armed in; proof counts only for that boot.
+    watchdog_boot_id: str | None = None
+    # Self-fencing asked for but no device armed: the agent's reason.
+    self_fencing_unavailable: str | None = None
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,15 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
                 message=rec.held_message or "",
             )
         )
+    if rec.self_fencing_unavailable is not None:
+        conditions.append(
+            Condition(
+                type="SelfFencingUnavailable",
+                status="True",
+                reason="NoArmedWatchdog",
+                message=rec.self_fencing_unavailable,
+            )
+        )
     return HostStatus(
         phase=rec.phase.value,
         phase_since=to_datetime(rec.phase_since),

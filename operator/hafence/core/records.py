@@ -27,7 +27,14 @@ class HostRecord:
     renewed_at: float | None = None
     lease_duration: float = 0.0
     boot_id: str | None = None
+    # Since when the lease has been fresh without a gap (operator time; None: not yet).
+    fresh_since: float | None = None
+    # The watchdog device the last lease declared armed: the granted timeout and the
+    # boot it was armed in (proof only for that boot).  Why there is none, if the
+    # agent said so.
     watchdog_timeout: float | None = None
+    watchdog_boot_id: str | None = None
+    self_fencing_unavailable: str | None = None
     ready: bool = False
     heartbeat_written: float | None = None  # renew time last persisted in status
     power_state: str | None = None

@@ -6,8 +6,10 @@ triggers on the machine (``host.py``), which applies the transitions table.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from hafence.api.lease import peer_check_window
 from hafence.core.records import HostRecord
 from hafence.core.transitions import OUTAGE_PHASES, RELEASED_PHASES, Phase, Trigger
 
@@ -15,15 +17,45 @@ if TYPE_CHECKING:
     from hafence.core.host import HostMachine
 
 
-def self_fence_proven(rec: HostRecord, now: float, margin: float) -> bool:
-    """Lease expiry + watchdog timeout + margin has passed, and the agent had declared its
-    watchdog armed (in its last lease) on a host whose spec enables self-fencing."""
+def self_fence_proven(
+    rec: HostRecord, now: float, margin: float, peers: Iterable[HostRecord]
+) -> bool:
+    """The host's watchdog device has reset it: true only when all of these hold.
+
+    - Its spec enables self-fencing and its last lease declared a watchdog device armed
+      *in the boot that lease speaks for* (``watchdog_boot_id == boot_id``), with the
+      timeout the driver granted.  A lease without that declaration (an agent with no
+      device, the old software-only annotation, an agent that stopped declaring) is no
+      proof however long the silence.
+    - Lease expiry + the agent's peer-check window + twice the granted timeout +
+      ``margin`` has passed: the agent feeds the device at most that window past its
+      lease, and the kernel pings the device once more when the agent's file is closed
+      without the magic character (a crash just before it fires), so it fires at most
+      two timeouts after the last feed.
+    - The agent cannot be in its API-outage mode (hafence.agent.peers), where it keeps
+      feeding because a strict majority of its peers also lost the API server.  A peer
+      answers "lost" only after the operator has seen its lease expire, so if at least
+      half of the host's cluster peers have been fresh, without a gap, for the last
+      lease duration (bounding how long one outage verdict lets the agent feed) +
+      twice the granted timeout + margin, no such verdict can have kept the device fed.
+    """
     sf = rec.spec.self_fencing
     expiry = rec.lease_expiry()
     if not sf.enabled or rec.watchdog_timeout is None or expiry is None:
         return False
-    watchdog = max(rec.watchdog_timeout, float(sf.watchdog_timeout_seconds))
-    return now >= expiry + watchdog + margin
+    if rec.watchdog_boot_id is None or rec.watchdog_boot_id != rec.boot_id:
+        return False
+    fires_within = 2 * max(rec.watchdog_timeout, float(sf.watchdog_timeout_seconds))
+    if now < expiry + peer_check_window(rec.lease_duration) + fires_within + margin:
+        return False
+    others = [p for p in peers if p.name != rec.name and p.spec.cluster == rec.spec.cluster]
+    steady_since = now - (rec.lease_duration + fires_within + margin)
+    steady = sum(
+        1
+        for p in others
+        if p.lease_fresh(now) and p.fresh_since is not None and p.fresh_since <= steady_since
+    )
+    return 2 * steady >= len(others)
 
 
 def evaluate(m: HostMachine, rec: HostRecord, now: float) -> None:
@@ -100,12 +132,13 @@ def _once(m: HostMachine, rec: HostRecord, now: float) -> None:
             "operator just started: no fencing during the quiet period",
         )
         return
-    if self_fence_proven(rec, now, ctx.settings.self_fence_safety_margin):
+    if self_fence_proven(rec, now, ctx.settings.self_fence_safety_margin, ctx.hosts.values()):
         ctx.event(
             rec.name,
             "SelfFenceProven",
-            "lease expired longer ago than the armed watchdog timeout plus the "
-            "safety margin: the agent has killed its VMs",
+            f"lease expired longer ago than the peer-check window, twice the watchdog "
+            f"timeout its device granted ({rec.watchdog_timeout:g}s) and the safety margin, "
+            "while at least half of its peers renewed: the device has reset the host",
         )
         m.fire(rec, Trigger.SELF_FENCE_PROVEN, now, proof="self-fence")
         return

@@ -9,6 +9,11 @@ A virtual host is what hafence would find in a datacenter, made of local parts:
 - a **simulated IPMI BMC** on its own loopback UDP port whose power really acts on
   the host: *off* kills the agent and every VM process of the host at once (the host
   lost power), *on* starts a fresh agent with a NEW boot ID (the host booted);
+- a **watchdog device** stand-in (:mod:`hafence.lab.watchdogdev`) with the kernel's
+  semantics, outside the agent: when it fires the host resets (agent and VMs killed,
+  a fresh agent with a NEW boot ID), as a hardware watchdog would;
+- a **peer endpoint** of its agent on a loopback port, with the lab's shared peer
+  token (the peer check before self-fencing on API loss);
 - an **SSH identity** on the lab's sshd whose forced command is the host's shell:
   ``systemctl restart hafence-agent.service`` makes the supervisor restart the agent
   with the SAME boot ID;
@@ -41,10 +46,12 @@ from pathlib import Path
 
 from hafence.agent.process import kill_all
 from hafence.lab.bmc import BmcFarm, SimulatedBmc
+from hafence.lab.controlplane import free_port
 from hafence.lab.hostshell import HostKey, HostShells, new_key
 from hafence.lab.kdump import KdumpSender, host_address
 from hafence.lab.netcut import Forwarder, server_of
 from hafence.lab.procs import children, kill_group, vm_processes
+from hafence.lab.watchdogdev import StandInDevice
 
 log = logging.getLogger("hafence.lab")
 
@@ -65,6 +72,7 @@ class AgentTimings:
     poll_interval: float = 0.5
     stop_grace: float = 2.0
     restart_backoff: float = 0.5
+    peer_refresh: float = 2.0
 
     def argv(self) -> list[str]:
         return [
@@ -76,6 +84,8 @@ class AgentTimings:
             f"{self.stop_grace:g}",
             "--restart-backoff",
             f"{self.restart_backoff:g}",
+            "--peer-refresh",
+            f"{self.peer_refresh:g}",
         ]
 
 
@@ -98,6 +108,9 @@ class VirtualHost:
     kdump: KdumpSender | None = None  # while the crash kernel runs
     dumps: int = 0
     dumps_interrupted: int = 0
+    watchdog: StandInDevice | None = None
+    peer_port: int = 0  # fixed across agent restarts, as on a real host
+    watchdog_resets: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
@@ -148,6 +161,7 @@ class Datacenter:
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
         self.soft_fence_requests: list[tuple[float, str]] = []  # (monotonic, host)
+        self.peer_token = workdir / "peer-token"
 
     def vm_processes(self) -> list[tuple[int, str, str | None]]:
         """(pid, VM key, host) of every VM process of this lab's namespace, right now."""
@@ -158,6 +172,8 @@ class Datacenter:
     def start(self) -> None:
         """Forwarders, BMCs and sshd; the agents start with :meth:`boot_all`."""
         target = server_of(self.admin_kubeconfig)
+        self.peer_token.write_text(secrets.token_hex(32))
+        self.peer_token.chmod(0o600)
         for index, (name, rack) in enumerate(self._host_names):
             hdir = self.hosts_dir / name
             hdir.mkdir(parents=True)
@@ -180,6 +196,10 @@ class Datacenter:
             )
             host.bin_dir.mkdir()
             host.state_dir.mkdir()
+            host.peer_port = free_port()
+            host.watchdog = StandInDevice(
+                hdir / "watchdog.sock", functools.partial(self._watchdog_fired, name)
+            ).start()
             fwd.kubeconfig(self.admin_kubeconfig, host.kubeconfig)
             self.shells.authorize(name, host.ssh_key)
             self.hosts[name] = host
@@ -211,6 +231,15 @@ class Datacenter:
             str(host.state_dir),
             "--boot-id",
             host.boot_id,
+            "--peer-token-file",
+            str(self.peer_token),
+            "--peer-listen",
+            f"127.0.0.1:{host.peer_port}",
+            *(
+                ["--watchdog-device", f"lab-stand-in:{host.watchdog.path}"]
+                if host.watchdog is not None
+                else []
+            ),
             *self.timings.argv(),
         ]
 
@@ -267,6 +296,8 @@ class Datacenter:
                     self._stop_dump(host)
                     host.dumps_interrupted += 1
                 killed = self._kill_vms(host, self._kill_agent(host))
+                if host.watchdog is not None:
+                    host.watchdog.reset()  # no power, no watchdog
                 # The fault that cut the host off (a hung NIC, say) does not survive
                 # the power cycle.
                 host.forwarder.restore()
@@ -288,6 +319,27 @@ class Datacenter:
         self._power_changed(name, "off")
         self._power_changed(name, "on")
 
+    def _watchdog_fired(self, name: str) -> None:
+        """The watchdog device reset the host: everything on it dies, it boots again."""
+        host = self.hosts[name]
+        with host.lock:
+            if not host.powered or self._stop.is_set():
+                return
+            killed = self._kill_vms(host, self._kill_agent(host))
+            if host.watchdog is not None:
+                host.watchdog.reset()
+            host.watchdog_resets += 1
+            host.forwarder.restore()  # the fault that cut the host off does not survive
+            self._start_agent(host, new_boot=True)
+            self._sync_reachable(host)
+        self.notify(
+            "watchdog",
+            name,
+            "watchdog fired: host reset ("
+            + (f"VMs {', '.join(killed)} killed" if killed else "no VMs killed")
+            + f"), booting with boot ID {host.boot_id[:8]}",
+        )
+
     def _sync_reachable(self, host: VirtualHost) -> None:
         marker = host.dir / "unreachable"
         if host.powered and not host.forwarder.is_cut and host.kdump is None:
@@ -296,6 +348,13 @@ class Datacenter:
             marker.touch()
 
     # -- faults the scenarios inject ------------------------------------------------
+    def freeze_agent(self, name: str) -> None:
+        """SIGSTOP the agent (a hung agent): it keeps its files open and does nothing."""
+        host = self.hosts[name]
+        with host.lock:
+            if host.agent is not None and host.agent.poll() is None:
+                os.kill(host.agent.pid, signal.SIGSTOP)
+
     def crash_agent(self, name: str) -> None:
         """SIGKILL the agent only: its VMs keep running, nothing restarts it."""
         host = self.hosts[name]
@@ -403,6 +462,9 @@ class Datacenter:
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
+        for host in self.hosts.values():
+            if host.watchdog is not None:
+                host.watchdog.close()  # first: stopping the agents must not reset hosts
         for host in self.hosts.values():
             with host.lock:
                 host.bmc.on_power_change = None

@@ -29,8 +29,9 @@ def _secret(name: str, data: dict[str, bytes], labels: dict[str, str]) -> dict[s
     }
 
 
-def manifests(dc: Datacenter) -> list[dict[str, Any]]:
-    """Every object of the lab datacenter, Secrets first (the others name them)."""
+def manifests(dc: Datacenter, self_fencing: int | None = None) -> list[dict[str, Any]]:
+    """Every object of the lab datacenter, Secrets first (the others name them).
+    ``self_fencing``: every Host enables self-fencing with this watchdog timeout."""
     labels = {"app.kubernetes.io/part-of": "hafence-lab"}
     out: list[dict[str, Any]] = []
     for index, host in enumerate(dc.hosts.values(), start=1):
@@ -63,6 +64,11 @@ def manifests(dc: Datacenter) -> list[dict[str, Any]]:
                         "timeoutSeconds": 15,
                     },
                     "powerManagement": {"enabled": True, "proxyPreference": ["operator"]},
+                    **(
+                        {"selfFencing": {"enabled": True, "watchdogTimeoutSeconds": self_fencing}}
+                        if self_fencing is not None
+                        else {}
+                    ),
                 },
             }
         )

@@ -65,6 +65,7 @@ class LabConfig:
     spinner: bool | None = None
     keep_namespace: bool = True
     wait_scale: float = 1.0  # multiplies every wait's timeout
+    self_fencing: int | None = None  # every Host self-fences with this watchdog timeout
 
     def __post_init__(self) -> None:
         if self.hosts < 2:
@@ -144,7 +145,7 @@ class Lab:
             notify=tl.notify,
         )
         self.dc.start()
-        objects = manifests(self.dc)
+        objects = manifests(self.dc, self_fencing=self.config.self_fencing)
         vms = [o for o in objects if o["kind"] == "HAVirtualMachine"]
         self._apply([o for o in objects if o["kind"] != "HAVirtualMachine"])
         tl.line(

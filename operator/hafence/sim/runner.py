@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from hafence.api.confirmation import FenceConfirmationSpec, FenceConfirmationStatus
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.api.host import HostSpec, HostStatus
+from hafence.api.lease import peer_check_window
 from hafence.api.vm import HAVirtualMachineSpec, HAVirtualMachineStatus, RuntimeStatus
 from hafence.core import fencing_plan as fp
 from hafence.core import messages as m
@@ -56,6 +57,8 @@ class Simulation:
             scenario.hosts, scenario.fences, self.sim["boot"], self.log, self.violation
         )
         self.world.crash_budget = self.sim["crash_budget"]
+        # The agent feeds its device (and keeps its VMs) this long after its last renewal.
+        self.world.feed_window = self.sim["lease"] + peer_check_window(self.sim["lease"])
         self.hosts = self.world.hosts
         self.devices = self.world.devices
         self.host_specs = {n: _host_spec(h) for n, h in self.hosts.items()}
@@ -304,8 +307,9 @@ class Simulation:
                     self.now,
                     self.sim["lease"],
                     h.boot_id,
-                    None if h.d.selffence is None else float(h.d.selffence),
+                    None if h.d.selffence is None or not h.d.device else float(h.d.selffence),
                     h.ready,
+                    watchdog_boot_id=h.boot_id if h.d.device else None,
                 )
                 self.leases[h.name] = lease
                 self.feed(lease)

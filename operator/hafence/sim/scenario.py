@@ -76,6 +76,7 @@ class HostDef:
     mem: int = 16384
     ssh: bool = False
     selffence: int | None = None
+    device: bool = True  # selffence with a watchdog device declared (flag `nodevice`: none)
     labels: dict[str, str] = field(default_factory=dict)
     pm: bool = True
     proxy: list[str] = field(default_factory=lambda: ["operator", "cluster", "any"])
@@ -189,10 +190,11 @@ def parse_scenario(text: str) -> Scenario:
             _check(
                 pairs,
                 flags,
-                {"cluster", "cpu", "mem", "ssh", "selffence", "labels", "pm", "proxy"},
+                {"cluster", "cpu", "mem", "ssh", "selffence", "labels", "pm", "proxy", "nodevice"},
                 lineno,
             )
             h = HostDef(rest[0], pairs.get("cluster", "a"), ssh="ssh" in flags)
+            h.device = "nodevice" not in flags
             h.cpu = _int(pairs.get("cpu", "8"), "cpu", lineno)
             h.mem = _int(pairs.get("mem", "16384"), "mem", lineno)
             if "selffence" in pairs:

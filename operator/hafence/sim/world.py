@@ -7,8 +7,10 @@ Physics kept deliberately simple and explicit:
 - a powered host boots for ``boot`` seconds and comes up with a new boot ID and a fresh
   agent (not ready until its first reconciliation, S3);
 - BMCs live on the host's standby power (pulling the cable kills them), PDUs do not;
-- an armed watchdog: an agent that cannot renew for the timeout kills its VMs; a host
-  whose agent is dead or frozen is reset by the hardware watchdog;
+- self-fencing (``selffence=``): a live agent that cannot renew kills its VMs when its
+  feeding window ends (lease + peer-check window; the peer check itself is not
+  modelled); a host whose agent is dead or frozen is reset only by a declared watchdog
+  device (the default; ``nodevice``: nothing resets it and its VMs run on);
 - a VM that "crashes forever" on a host keeps dying there: the agent spends its crash
   restart budget (``crash_budget`` seconds of virtual time) and then reports it Failed
   for that placement epoch, stopped, never started again under that epoch.
@@ -133,6 +135,7 @@ class World:
                 self.hosts[dev.d.host].outlets[dev.d.name] = True
         self.boot_seconds = boot_seconds
         self.crash_budget = 5.0
+        self.feed_window = 10.0
         # VM -> hosts it crashes on ("*": every host); (host, VM, epoch) the agent gave
         # up on; (host, VM) -> when the agent last started it.
         self.crashing: dict[str, set[str]] = {}
@@ -207,10 +210,15 @@ class World:
             if not h.armed or (not h.os_alive() and not h.frozen):
                 continue
             assert h.d.selffence is not None
-            if self.now - h.last_ok_renew < h.d.selffence or h.watchdog_done:
+            if h.watchdog_done:
                 continue
             if h.frozen or not h.agent:
-                self.reset(h, "hardware watchdog")
+                # Nothing inside the host acts; only a device can (it fires a timeout
+                # after the last feed, which was no later than the last renewal here).
+                if h.d.device and self.now - h.last_ok_renew >= h.d.selffence:
+                    self.reset(h, "hardware watchdog")
+            elif self.now - h.last_ok_renew < self.feed_window:
+                continue
             elif not h.net or not h.api or self.now < h.paused_until:
                 h.watchdog_done = True
                 if h.running:
