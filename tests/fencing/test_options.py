@@ -62,7 +62,10 @@ def test_per_type_defaults_and_secure_mapping() -> None:
     assert effective_options(agent_type("ilo4"), "power_wait=9")["power_wait"] == "9"
     assert effective_options(agent_type("drac7"), "")["privlvl"] == "operator"
     assert effective_options(agent_type("ilo2"), "secure=yes") == {"ssl": "1"}
-    assert effective_options(agent_type("apc"), "secure=yes") == {"secure": "1"}
+    assert effective_options(agent_type("apc"), "secure=yes") == {
+        "secure": "1",
+        "ssh_options": "-o ConnectTimeout=10",  # not fence_apc's SSH protocol 1
+    }
 
 
 def test_driver_choice() -> None:

@@ -8,6 +8,7 @@ always runs on the proxy host over SSH (the BMC network is reachable only from t
 from __future__ import annotations
 
 from hafence.api.fenceagent import FenceAgentSpec
+from hafence.fencing.agent_types import KNOWN_BROKEN
 from hafence.fencing.errors import Unsupported
 from hafence.fencing.fence_agents import FenceAgentDriver
 from hafence.fencing.ipmi import IpmiDriver
@@ -25,6 +26,9 @@ def build_driver(
 ) -> FenceDriver:
     """A driver for one FenceAgent.  Raises :class:`Unsupported` for a bad type/options."""
     kind = agent_type(spec.type)
+    broken = KNOWN_BROKEN.get(kind.fence_agent)
+    if broken is not None and credentials is not None and not (proxy is None and kind.native):
+        raise Unsupported(f"{spec.type}: {broken}")
     opts = effective_options(kind, spec.options)
     port = spec.port
     if port is None and "ipport" in opts:
