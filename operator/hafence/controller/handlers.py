@@ -13,6 +13,7 @@ import kopf
 
 from hafence.api import FENCE_AGENT, FENCE_CONFIRMATION, GROUP, HA_VIRTUAL_MACHINE, HOST, VERSION
 from hafence.api.lease import COMPONENT_LABEL, HEARTBEAT_COMPONENT
+from hafence.controller.agentoptions import AgentOptionsChecker
 from hafence.controller.reconciler import Reconciler
 
 
@@ -37,6 +38,21 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
 
     for k in (HOST, FENCE_AGENT, HA_VIRTUAL_MACHINE, FENCE_CONFIRMATION):
         watch(k.kind, GROUP, VERSION, k.plural)
+
+    checker = AgentOptionsChecker(reconciler.api, reconciler.recorder, reconciler.elector)
+
+    async def check_options(event: kopf.RawEvent, **_: Any) -> None:
+        obj = event.get("object")
+        if not isinstance(obj, dict):
+            return
+        if event.get("type") == "DELETED":
+            checker.forget(dict(obj))
+        else:
+            await checker.seen(dict(obj))
+
+    kopf.on.event(
+        GROUP, VERSION, FENCE_AGENT.plural, registry=registry, id="check-fenceagent-options"
+    )(check_options)
     watch(
         "Lease",
         "coordination.k8s.io",

@@ -12,6 +12,7 @@ from hafence.fencing.agent_types import KNOWN_BROKEN
 from hafence.fencing.errors import Unsupported
 from hafence.fencing.fence_agents import FenceAgentDriver
 from hafence.fencing.ipmi import IpmiDriver
+from hafence.fencing.metadata import check_options
 from hafence.fencing.options import agent_type, effective_options
 from hafence.fencing.protocol import Credentials, DriverSettings, FenceDriver, SSHTarget
 
@@ -66,6 +67,8 @@ def build_driver(
         settings.name += f" via {proxy.label()}"
     if kind.native == "ipmi":
         opts.setdefault("lanplus", "1")
+    # Only what the agent knows reaches it; the rest is reported (fencing.metadata).
+    opts = check_options(kind.fence_agent, opts, spec.address).options
     if runner is None:
         return FenceAgentDriver(
             settings, kind.fence_agent, spec.address, port, spec.plug, credentials, opts
