@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -229,3 +230,59 @@ def test_datacenter_close_leaves_no_vm(datacenter: Datacenter, api: Api, namespa
     dc.close()
     assert dc.vm_processes() == []
     assert all(not h.agent_alive for h in dc.hosts.values())
+
+
+async def test_a_pdu_pair_powers_the_virtual_host(
+    kubeconfig: str, api: Api, namespace: str
+) -> None:
+    """`hafence lab --fence-type apc_snmp`: the lab's FenceAgents reach the host's power.
+
+    (The iLO2 wiring is the same code path; bench/fencing_latency.py and `hafence lab
+    --fence-type ilo2` run it, tests/operator/test_emulated_fencing.py fences through one.)
+    """
+    fence_type = "apc_snmp"
+    from hafence.api.fenceagent import FenceAgentSpec
+    from hafence.fencing.drivers import build_driver
+    from hafence.fencing.protocol import Credentials
+
+    workdir = Path(tempfile.mkdtemp(prefix="hafence-lab-test-"))
+    dc = Datacenter(
+        admin_kubeconfig=Path(kubeconfig),
+        namespace=namespace,
+        workdir=workdir,
+        host_names=[("hv-1", "r1"), ("hv-2", "r1")],
+        agent=AgentTimings(lease_duration=3),
+        fence_type=fence_type,
+    )
+    try:
+        dc.start()
+        agents = [o for o in manifests(dc) if o["kind"] == "FenceAgent"]
+        assert {o["spec"]["type"] for o in agents} == {fence_type}
+        assert len(agents) == 4  # two PDUs per host
+        for obj in manifests(dc):  # the API server takes what the lab writes
+            if obj["kind"] == "Secret":
+                api.core.create_namespaced_secret(namespace, obj)
+            else:
+                api.create(obj["kind"], namespace, {k: v for k, v in obj.items() if k != "kind"})
+        dc.boot_all()
+        first_boot = wait_for(lambda: _boot_id(api, namespace, "hv-1"), what="hv-1's lease")
+        host = dc.hosts["hv-1"]
+        creds = Credentials("hafence-power", host.bmc_password)
+        drivers = [
+            build_driver(FenceAgentSpec.model_validate(o["spec"]), creds, poll_interval=0.1)
+            for o in agents
+            if o["spec"]["hostRef"]["name"] == "hv-1"
+        ]
+        old_agent = host.agent
+        for driver in drivers:
+            await driver.off()
+        assert not host.powered and old_agent is not None and old_agent.poll() is not None
+        assert dc.hosts["hv-2"].powered
+        await drivers[0].on()  # one PSU fed is enough
+        wait_for(
+            lambda: (b := _boot_id(api, namespace, "hv-1")) != first_boot and b,
+            what="a lease with a new boot ID",
+        )
+    finally:
+        dc.close()
+        shutil.rmtree(workdir, ignore_errors=True)

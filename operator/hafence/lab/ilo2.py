@@ -79,6 +79,7 @@ class Ilo2(SimulatedPower):
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._sock.settimeout(0.2)
         self.port: int = self._sock.getsockname()[1]
+        self.label = f"iLO2 RIBCL/TLS (127.0.0.1:{self.port})"
         self._closed = threading.Event()
         self._conns: set[socket.socket] = set()
         self._thread = threading.Thread(target=self._accept, name=f"ilo2-{name}", daemon=True)

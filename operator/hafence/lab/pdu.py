@@ -24,7 +24,7 @@ import socket
 import threading
 from types import TracebackType
 
-from hafence.lab.bmc import PowerCallback
+from hafence.lab.bmc import Action, PowerCallback
 from hafence.lab.power import SimulatedPower
 
 Oid = tuple[int, ...]
@@ -274,6 +274,8 @@ class DualFeed:
         self, name: str, outlets: list[tuple[ApcPdu, SimulatedPower]], power: str = "on"
     ) -> None:
         self.name = name
+        where = ", ".join(f"{pdu.name} SNMP 127.0.0.1:{pdu.port}" for pdu, _ in outlets)
+        self.label = f"PDU outlets ({where})"
         self.feeds = outlets
         self.on_power_change: PowerCallback | None = None
         self.power = power
@@ -286,6 +288,11 @@ class DualFeed:
             self.power = power
             if self.on_power_change is not None:
                 self.on_power_change(power)
+
+    @property
+    def actions(self) -> list[Action]:
+        """Both outlets' commands in the order they came."""
+        return sorted((a for _, o in self.feeds for a in list(o.actions)), key=lambda a: a.time)
 
     @property
     def action_names(self) -> list[str]:

@@ -10,8 +10,23 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Protocol
 
 from hafence.lab.bmc import Action, PowerCallback
+
+
+class PowerDevice(Protocol):
+    """What the lab's virtual host needs of the device that powers it."""
+
+    label: str  # how the timeline names it: "iLO2 RIBCL/TLS (127.0.0.1:4431)"
+    power: str
+    dead: bool
+    on_power_change: PowerCallback | None
+
+    @property
+    def actions(self) -> list[Action]: ...
+
+    def set_power(self, state: str) -> None: ...
 
 
 class SimulatedPower:
@@ -23,6 +38,7 @@ class SimulatedPower:
         power_delay: float = 0.0,
     ) -> None:
         self.name = name
+        self.label = name
         self.power = power
         self.on_power_change = on_power_change
         self.power_delay = power_delay
