@@ -35,8 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from xml.sax.saxutils import unescape
 
-from hafence.lab.bmc import PowerCallback
-from hafence.lab.power import SimulatedPower
+from hafence.lab.power import PowerCallback, SimulatedPower
 from hafence.lab.redfish import self_signed
 
 POWER_PRIV = "RESET_SERVER_PRIV"

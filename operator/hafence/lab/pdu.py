@@ -24,8 +24,7 @@ import socket
 import threading
 from types import TracebackType
 
-from hafence.lab.bmc import Action, PowerCallback
-from hafence.lab.power import SimulatedPower
+from hafence.lab.power import Action, PowerCallback, SimulatedPower
 
 Oid = tuple[int, ...]
 Value = tuple[int, bytes]  # BER tag, encoded content

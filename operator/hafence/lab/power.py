@@ -1,18 +1,27 @@
-"""The power of a simulated device that is not an IPMI BMC (iLO2, PDU outlet).
+"""The power of a simulated device: IPMI BMC, iLO2, PDU outlet.
 
-The same contract as :class:`hafence.lab.bmc.SimulatedBmc`, so the lab's virtual host
-can be driven by any of them: ``power``, ``set_power(state)`` (by hand, and tells
-``on_power_change``), the recorded ``actions``/``action_names``, ``power_delay`` (the
-state settles that long after a command) and ``dead`` (the device stops answering).
+The contract of every simulated power device (:class:`hafence.lab.bmc.SimulatedBmc`
+is one too), so the lab's virtual host can be driven by any of them: ``power``,
+``set_power(state)`` (by hand, and tells ``on_power_change``), the recorded
+``actions``/``action_names``, ``power_delay`` (the state settles that long after a
+command) and ``dead`` (the device stops answering).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from hafence.lab.bmc import Action, PowerCallback
+PowerCallback = Callable[[str], None]
+
+
+@dataclass
+class Action:
+    name: str  # "on", "off", "cycle", "reset", "shutdown", "diag", "press"...
+    time: float
 
 
 class PowerDevice(Protocol):
