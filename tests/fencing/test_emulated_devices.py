@@ -15,6 +15,8 @@ from hafence.fencing.protocol import Credentials
 from hafence.lab.ilo2 import POWER_PRIV, Ilo2
 from hafence.lab.pdu import ApcPdu, DualFeed
 
+from .conftest import spec as base_spec
+
 ARTICLE = "ssl=yes,ssl_insecure=yes,inet4_only=yes"
 POWER_ONLY = Credentials("fence-power", "Pw-only-4-power")
 READ_ONLY = Credentials("monitor", "Pw-read-only")
@@ -31,19 +33,8 @@ def ilo() -> Iterator[Ilo2]:
 
 
 def spec(type_: str, port: int, options: str, plug: str | None = None) -> FenceAgentSpec:
-    body: dict[str, object] = {
-        "hostRef": {"name": "h1"},
-        "type": type_,
-        "address": "127.0.0.1",
-        "port": port,
-        "credentialsSecretRef": {"name": "x"},
-        "options": options,
-        "timeoutSeconds": 10,
-        "powerWaitSeconds": 8,
-    }
-    if plug is not None:
-        body["plug"] = plug
-    return FenceAgentSpec.model_validate(body)
+    extra = {"plug": plug} if plug is not None else {}
+    return base_spec(type_, port, options=options, timeoutSeconds=10, powerWaitSeconds=8, **extra)
 
 
 async def test_ilo2_with_the_articles_options(ilo: Ilo2) -> None:

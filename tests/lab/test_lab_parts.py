@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -16,6 +17,9 @@ from typing import Any
 import paramiko
 import pytest
 
+from hafence.api.fenceagent import FenceAgentSpec
+from hafence.fencing.drivers import build_driver
+from hafence.fencing.protocol import Credentials
 from hafence.kube import Api, load_api
 from hafence.lab.datacenter import AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
@@ -77,8 +81,12 @@ def test_checker_sees_a_vm_on_two_hosts(tmp_path: Path) -> None:
             p.wait()
 
 
-@pytest.fixture
-def datacenter(kubeconfig: str, api: Api, namespace: str) -> Iterator[Datacenter]:
+@contextlib.contextmanager
+def running_datacenter(
+    kubeconfig: str, api: Api, namespace: str, fence_type: str = "ipmilan"
+) -> Iterator[Datacenter]:
+    """Two virtual hosts, their resources applied (the API server takes what the lab
+    writes), agents booted; everything stopped and removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="hafence-lab-test-"))
     dc = Datacenter(
         admin_kubeconfig=Path(kubeconfig),
@@ -86,6 +94,7 @@ def datacenter(kubeconfig: str, api: Api, namespace: str) -> Iterator[Datacenter
         workdir=workdir,
         host_names=[("hv-1", "r1"), ("hv-2", "r1")],
         agent=AgentTimings(lease_duration=3),
+        fence_type=fence_type,
     )
     try:
         dc.start()
@@ -98,7 +107,13 @@ def datacenter(kubeconfig: str, api: Api, namespace: str) -> Iterator[Datacenter
         yield dc
     finally:
         dc.close()
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def datacenter(kubeconfig: str, api: Api, namespace: str) -> Iterator[Datacenter]:
+    with running_datacenter(kubeconfig, api, namespace) as dc:
+        yield dc
 
 
 def _boot_id(api: Api, namespace: str, host: str) -> str | None:
@@ -240,31 +255,10 @@ async def test_a_pdu_pair_powers_the_virtual_host(
     (The iLO2 wiring is the same code path; bench/fencing_latency.py and `hafence lab
     --fence-type ilo2` run it, tests/operator/test_emulated_fencing.py fences through one.)
     """
-    fence_type = "apc_snmp"
-    from hafence.api.fenceagent import FenceAgentSpec
-    from hafence.fencing.drivers import build_driver
-    from hafence.fencing.protocol import Credentials
-
-    workdir = Path(tempfile.mkdtemp(prefix="hafence-lab-test-"))
-    dc = Datacenter(
-        admin_kubeconfig=Path(kubeconfig),
-        namespace=namespace,
-        workdir=workdir,
-        host_names=[("hv-1", "r1"), ("hv-2", "r1")],
-        agent=AgentTimings(lease_duration=3),
-        fence_type=fence_type,
-    )
-    try:
-        dc.start()
+    with running_datacenter(kubeconfig, api, namespace, "apc_snmp") as dc:
         agents = [o for o in manifests(dc) if o["kind"] == "FenceAgent"]
-        assert {o["spec"]["type"] for o in agents} == {fence_type}
+        assert {o["spec"]["type"] for o in agents} == {"apc_snmp"}
         assert len(agents) == 4  # two PDUs per host
-        for obj in manifests(dc):  # the API server takes what the lab writes
-            if obj["kind"] == "Secret":
-                api.core.create_namespaced_secret(namespace, obj)
-            else:
-                api.create(obj["kind"], namespace, {k: v for k, v in obj.items() if k != "kind"})
-        dc.boot_all()
         first_boot = wait_for(lambda: _boot_id(api, namespace, "hv-1"), what="hv-1's lease")
         host = dc.hosts["hv-1"]
         creds = Credentials("hafence-power", host.bmc_password)
@@ -283,6 +277,3 @@ async def test_a_pdu_pair_powers_the_virtual_host(
             lambda: (b := _boot_id(api, namespace, "hv-1")) != first_boot and b,
             what="a lease with a new boot ID",
         )
-    finally:
-        dc.close()
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -4,8 +4,6 @@ Debian's fence_ilo2 / fence_apc_snmp talking to the lab's emulators on loopback.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 from hafence.kube import Api
 from hafence.lab.ilo2 import POWER_PRIV, Ilo2
 from hafence.lab.pdu import ApcPdu, DualFeed
+from tests.fencing.test_cli import hafence
 from tests.operator.conftest import wait_for
 from tests.operator.test_confirmation import host, status, vm
 from tests.operator.test_hard_fencing import moved_off, placed
@@ -22,15 +21,6 @@ pytestmark = pytest.mark.controlplane
 USER, PASSWORD = "fence-power", "iLO-p0wer-only"
 ARTICLE = "ssl=yes,ssl_insecure=yes,inet4_only=yes"
 HOSTS = ("h1", "h2", "h3")
-
-
-def hafence(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hafence", *args, "--kubeconfig", kubeconfig],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 @pytest.fixture(scope="module")
