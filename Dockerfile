@@ -19,12 +19,16 @@ LABEL org.opencontainers.image.title="hafence" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # Debian's fence agents (fence_ipmilan, fence_ilo*, fence_idrac, fence_redfish,
-# fence_apc...), ipmitool that fence_ipmilan drives, and ssh for agents that log in
-# to a BMC or PDU. Versions follow the bookworm base image; they are not pinned so a
-# rebuild picks up Debian's security updates.
+# fence_apc...) and what they spawn, which fence-agents only recommends or omits:
+# ipmitool (fence_ipmilan), gnutls-cli (fence_ilo/ilo2's RIBCL over TLS), ssh and
+# telnet (the agents that log in to a BMC or PDU), net-snmp's tools (fence_apc_snmp).
+# The list is operator/hafence/fencing/agent_types.py's; tests/fencing checks it.
+# Versions follow the bookworm base image; they are not pinned so a rebuild picks up
+# Debian's security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends fence-agents ipmitool openssh-client \
+    && apt-get install -y --no-install-recommends \
+       fence-agents ipmitool gnutls-bin openssh-client snmp telnet \
     && rm -rf /var/lib/apt/lists/*
 
 # Installed from the builder's wheels only (no index), then pip, setuptools and wheel

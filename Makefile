@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and the lab talk to (real peers, never mocks).
 SYSTEM_PACKAGES := ipmitool fence-agents openssh-server openssh-client libvirt-clients
+# What the fence_* agents spawn (the table in operator/hafence/fencing/agent_types.py):
+# fence-agents only recommends telnet/ssh/snmp and never mentions gnutls-cli.
+FENCE_AGENT_PACKAGES := fence-agents ipmitool gnutls-bin openssh-client snmp telnet
+SYSTEM_PACKAGES += $(FENCE_AGENT_PACKAGES)
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: setup system-packages control-plane test demo crds lint clean kind-up kind-e2e
@@ -18,7 +22,7 @@ $(SETUP_STAMP): pyproject.toml
 	touch $@
 
 system-packages:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(sort $(SYSTEM_PACKAGES)); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -5,7 +5,10 @@ Prints, per driver, the median and min-max of several runs of ``status`` and of
 simulated IPMI BMCs (pyghmi server side), Debian's fence_ipmilan, sushy-tools'
 Redfish emulator (fake driver, TLS, power changes applied without the emulator's
 random 1-11 s delay), a real sshd for the fence proxy and soft fencing, Debian's
-fence_kdump_send against the kdump listener.
+fence_kdump_send against the kdump listener, the lab's
+iLO2 emulator (RIBCL over TLS) with Debian's fence_ilo2 and the article's options, and
+the lab's APC PDU emulator (SNMP v1) with fence_apc_snmp, alone and as the two-PDU
+concurrent group (off needs both outlets off).
 
     .venv/bin/python bench/fencing_latency.py [--runs N]
 """
@@ -22,10 +25,13 @@ from collections.abc import Awaitable, Callable
 
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.fencing.drivers import build_driver
+from hafence.fencing.groups import run_group
 from hafence.fencing.kdump import KdumpListener
 from hafence.fencing.protocol import Credentials, FenceDriver, SSHTarget
 from hafence.fencing.ssh import soft_fence
 from hafence.lab.bmc import BmcFarm
+from hafence.lab.ilo2 import POWER_PRIV, Ilo2
+from hafence.lab.pdu import ApcPdu, DualFeed
 from hafence.lab.redfish import RedfishEmulator
 from hafence.lab.sshd import Sshd
 
@@ -34,19 +40,20 @@ KDUMP_SENDER = "/usr/libexec/fence-agents/fence_kdump_send"  # Debian's fence-ag
 HAS_KDUMP_SENDER = os.path.exists(KDUMP_SENDER)
 
 
-def spec(type_: str, port: int, options: str = "") -> FenceAgentSpec:
-    return FenceAgentSpec.model_validate(
-        {
-            "hostRef": {"name": "bench"},
-            "type": type_,
-            "address": "127.0.0.1",
-            "port": port,
-            "credentialsSecretRef": {"name": "bmc"},
-            "options": options,
-            "timeoutSeconds": 10,
-            "powerWaitSeconds": 10,
-        }
-    )
+def spec(type_: str, port: int, options: str = "", plug: str | None = None) -> FenceAgentSpec:
+    body: dict[str, object] = {
+        "hostRef": {"name": "bench"},
+        "type": type_,
+        "address": "127.0.0.1",
+        "port": port,
+        "credentialsSecretRef": {"name": "bmc"},
+        "options": options,
+        "timeoutSeconds": 10,
+        "powerWaitSeconds": 10,
+    }
+    if plug is not None:
+        body["plug"] = plug
+    return FenceAgentSpec.model_validate(body)
 
 
 async def measure(fn: Callable[[], Awaitable[object]], runs: int) -> list[float]:
@@ -128,6 +135,7 @@ async def main(runs: int) -> None:
         await bench_driver(
             "redfish (native, TLS verified)", build_driver(spec("redfish", rf.port), creds), runs
         )
+    await bench_emulated_devices(creds, runs)
     await bench_kdump(runs)
 
 
@@ -148,6 +156,31 @@ async def bench_kdump(runs: int) -> None:
             await proc.wait()
 
         print(f"{name:34s} seen   {fmt(await measure(one, runs))}")
+
+
+async def bench_emulated_devices(creds: Credentials, runs: int) -> None:
+    with Ilo2("bench", {USER: (PASSWORD, frozenset({POWER_PRIV}))}) as ilo:
+        article = "ssl=yes,ssl_insecure=yes,inet4_only=yes"
+        await bench_driver(
+            "fence_ilo2 (iLO2 emulator, TLS)",
+            build_driver(spec("ilo2", ilo.port, article), creds),
+            runs,
+        )
+    with ApcPdu("pdu-a") as a, ApcPdu("pdu-b") as b:
+        DualFeed("bench", [(pdu, pdu.add_outlet(1, "bench")) for pdu in (a, b)])
+        pdu_spec = {"options": "snmp_version=1,community=private"}
+        drivers = [
+            build_driver(spec("apc_snmp", pdu.port, plug="1", **pdu_spec), creds) for pdu in (a, b)
+        ]
+        await bench_driver("fence_apc_snmp (PDU emulator)", drivers[0], runs)
+        status = await measure(lambda: run_group(drivers, "status"), runs)
+
+        async def off_on() -> None:
+            assert (await run_group(drivers, "off")).ok
+            assert (await run_group(drivers, "on")).ok
+
+        cycle = await measure(off_on, runs)
+        print(f"{'apc_snmp PDU pair (group of 2)':34s} status {fmt(status)}   off->on {fmt(cycle)}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,10 @@ def test_per_type_defaults_and_secure_mapping() -> None:
     assert effective_options(agent_type("ilo4"), "power_wait=9")["power_wait"] == "9"
     assert effective_options(agent_type("drac7"), "")["privlvl"] == "operator"
     assert effective_options(agent_type("ilo2"), "secure=yes") == {"ssl": "1"}
-    assert effective_options(agent_type("apc"), "secure=yes") == {"secure": "1"}
+    assert effective_options(agent_type("apc"), "secure=yes") == {
+        "secure": "1",
+        "ssh_options": "-o ConnectTimeout=10",  # not fence_apc's SSH protocol 1
+    }
 
 
 def test_driver_choice() -> None:
@@ -73,7 +76,8 @@ def test_driver_choice() -> None:
     apc = build_driver(spec("apc", 23, plug="4", options="secure=yes"), creds)
     assert isinstance(apc, FenceAgentDriver) and apc.program == "fence_apc"
     stdin = apc._stdin("off").decode()
-    assert "plug=4\n" in stdin and "secure=1\n" in stdin and "ipport=23\n" in stdin
+    # oVirt's secure reaches fence_apc under the name that obsoletes it.
+    assert "plug=4\n" in stdin and "ssh=1\n" in stdin and "ipport=23\n" in stdin
     with pytest.raises(Unsupported, match="privlvl='root'"):
         build_driver(spec("ipmilan", 623, options="privlvl=root"), creds)
 

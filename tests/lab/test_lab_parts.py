@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -15,6 +17,9 @@ from typing import Any
 import paramiko
 import pytest
 
+from hafence.api.fenceagent import FenceAgentSpec
+from hafence.fencing.drivers import build_driver
+from hafence.fencing.protocol import Credentials
 from hafence.kube import Api, load_api
 from hafence.lab.datacenter import AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
@@ -76,8 +81,12 @@ def test_checker_sees_a_vm_on_two_hosts(tmp_path: Path) -> None:
             p.wait()
 
 
-@pytest.fixture
-def datacenter(kubeconfig: str, api: Api, namespace: str) -> Iterator[Datacenter]:
+@contextlib.contextmanager
+def running_datacenter(
+    kubeconfig: str, api: Api, namespace: str, fence_type: str = "ipmilan"
+) -> Iterator[Datacenter]:
+    """Two virtual hosts, their resources applied (the API server takes what the lab
+    writes), agents booted; everything stopped and removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="hafence-lab-test-"))
     dc = Datacenter(
         admin_kubeconfig=Path(kubeconfig),
@@ -85,6 +94,7 @@ def datacenter(kubeconfig: str, api: Api, namespace: str) -> Iterator[Datacenter
         workdir=workdir,
         host_names=[("hv-1", "r1"), ("hv-2", "r1")],
         agent=AgentTimings(lease_duration=3),
+        fence_type=fence_type,
     )
     try:
         dc.start()
@@ -97,7 +107,13 @@ def datacenter(kubeconfig: str, api: Api, namespace: str) -> Iterator[Datacenter
         yield dc
     finally:
         dc.close()
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def datacenter(kubeconfig: str, api: Api, namespace: str) -> Iterator[Datacenter]:
+    with running_datacenter(kubeconfig, api, namespace) as dc:
+        yield dc
 
 
 def _boot_id(api: Api, namespace: str, host: str) -> str | None:
@@ -229,3 +245,35 @@ def test_datacenter_close_leaves_no_vm(datacenter: Datacenter, api: Api, namespa
     dc.close()
     assert dc.vm_processes() == []
     assert all(not h.agent_alive for h in dc.hosts.values())
+
+
+async def test_a_pdu_pair_powers_the_virtual_host(
+    kubeconfig: str, api: Api, namespace: str
+) -> None:
+    """`hafence lab --fence-type apc_snmp`: the lab's FenceAgents reach the host's power.
+
+    (The iLO2 wiring is the same code path; bench/fencing_latency.py and `hafence lab
+    --fence-type ilo2` run it, tests/operator/test_emulated_fencing.py fences through one.)
+    """
+    with running_datacenter(kubeconfig, api, namespace, "apc_snmp") as dc:
+        agents = [o for o in manifests(dc) if o["kind"] == "FenceAgent"]
+        assert {o["spec"]["type"] for o in agents} == {"apc_snmp"}
+        assert len(agents) == 4  # two PDUs per host
+        first_boot = wait_for(lambda: _boot_id(api, namespace, "hv-1"), what="hv-1's lease")
+        host = dc.hosts["hv-1"]
+        creds = Credentials("hafence-power", host.bmc_password)
+        drivers = [
+            build_driver(FenceAgentSpec.model_validate(o["spec"]), creds, poll_interval=0.1)
+            for o in agents
+            if o["spec"]["hostRef"]["name"] == "hv-1"
+        ]
+        old_agent = host.agent
+        for driver in drivers:
+            await driver.off()
+        assert not host.powered and old_agent is not None and old_agent.poll() is not None
+        assert dc.hosts["hv-2"].powered
+        await drivers[0].on()  # one PSU fed is enough
+        wait_for(
+            lambda: (b := _boot_id(api, namespace, "hv-1")) != first_boot and b,
+            what="a lease with a new boot ID",
+        )

@@ -21,6 +21,7 @@ from hafence.api import (
     VERSION,
 )
 from hafence.api.lease import COMPONENT_LABEL, HEARTBEAT_COMPONENT
+from hafence.controller.agentoptions import AgentOptionsChecker
 from hafence.controller.reconciler import Reconciler
 
 
@@ -45,6 +46,21 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
 
     for k in (HOST, FENCE_AGENT, HA_VIRTUAL_MACHINE, FENCE_CONFIRMATION, FENCING_POLICY):
         watch(k.kind, GROUP, VERSION, k.plural)
+
+    checker = AgentOptionsChecker(reconciler.api, reconciler.recorder, reconciler.elector)
+
+    async def check_options(event: kopf.RawEvent, **_: Any) -> None:
+        obj = event.get("object")
+        if not isinstance(obj, dict):
+            return
+        if event.get("type") == "DELETED":
+            checker.forget(dict(obj))
+        else:
+            await checker.seen(dict(obj))
+
+    kopf.on.event(
+        GROUP, VERSION, FENCE_AGENT.plural, registry=registry, id="check-fenceagent-options"
+    )(check_options)
     watch(
         "Lease",
         "coordination.k8s.io",

@@ -8,9 +8,11 @@ always runs on the proxy host over SSH (the BMC network is reachable only from t
 from __future__ import annotations
 
 from hafence.api.fenceagent import FenceAgentSpec
+from hafence.fencing.agent_types import KNOWN_BROKEN
 from hafence.fencing.errors import Unsupported
 from hafence.fencing.fence_agents import FenceAgentDriver
 from hafence.fencing.ipmi import IpmiDriver
+from hafence.fencing.metadata import check_options
 from hafence.fencing.options import agent_type, effective_options
 from hafence.fencing.protocol import Credentials, DriverSettings, FenceDriver, SSHTarget
 
@@ -25,6 +27,9 @@ def build_driver(
 ) -> FenceDriver:
     """A driver for one FenceAgent.  Raises :class:`Unsupported` for a bad type/options."""
     kind = agent_type(spec.type)
+    broken = KNOWN_BROKEN.get(kind.fence_agent)
+    if broken is not None and credentials is not None and not (proxy is None and kind.native):
+        raise Unsupported(f"{spec.type}: {broken}")
     opts = effective_options(kind, spec.options)
     port = spec.port
     if port is None and "ipport" in opts:
@@ -62,6 +67,8 @@ def build_driver(
         settings.name += f" via {proxy.label()}"
     if kind.native == "ipmi":
         opts.setdefault("lanplus", "1")
+    # Only what the agent knows reaches it; the rest is reported (fencing.metadata).
+    opts = check_options(kind.fence_agent, opts, spec.address).options
     if runner is None:
         return FenceAgentDriver(
             settings, kind.fence_agent, spec.address, port, spec.plug, credentials, opts

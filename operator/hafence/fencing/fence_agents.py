@@ -99,6 +99,31 @@ _UNREACH = re.compile(
 )
 
 
+# fence-agents logs pexpect's whole object on EOF: thirty lines of fields, among them
+# the prompts it waited for ('ssword:' would read as an authentication failure).  Only
+# what the device or the helper program said ("before") is worth keeping.
+_PEXPECT_FIELD = re.compile(
+    r"^<\S+ object at 0x[0-9a-f]+>$|^End Of File \(EOF\)|^\d+: re\.compile|"
+    r"^(command|args|buffer|after|match|match_index|exitstatus|flag_eof|pid|child_fd|closed|"
+    r"timeout|delimiter|logfile\w*|maxread|ignorecase|searchwindowsize|delay\w+|searcher)"
+    r"( \(last \d+ chars\))?:"
+)
+_PEXPECT_BEFORE = re.compile(r"^before \(last \d+ chars\): (.*)$")
+
+
+def without_pexpect_dump(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        before = _PEXPECT_BEFORE.match(line)
+        if before:
+            said = before.group(1).strip("'\"").replace("\\r", " ").replace("\\n", " ").strip()
+            if said:
+                out.append(said)
+        elif not _PEXPECT_FIELD.match(line):
+            out.append(line)
+    return out
+
+
 def stdin_lines(values: Mapping[str, str]) -> bytes:
     lines = []
     for key, value in values.items():
@@ -156,15 +181,17 @@ class FenceAgentDriver(BaseDriver):
 
     def _failure(self, action: str, done: Completed) -> FenceError:
         text = self._scrub(done.stderr + "\n" + done.stdout)
-        lines = [_LOG_LINE.sub("", ln).strip() for ln in text.splitlines()]
+        lines = without_pexpect_dump([_LOG_LINE.sub("", ln).strip() for ln in text.splitlines()])
         lines = [
             ln
             for ln in lines
             if ln
             and "DeprecationWarning" not in ln
             and not ln.startswith("from pipes")
-            and not ln.startswith("Executing:")
+            # the command line, not an outcome ("-o PubkeyAuthentication=no")
+            and not ln.startswith(("Executing:", "Running command:"))
         ]
+        text = "\n".join(lines)
         detail = "; ".join(dict.fromkeys(lines))[-400:] or f"exit code {done.returncode}"
         message = f"{self.name}: {action} failed: {detail}"
         if _AUTH.search(text):

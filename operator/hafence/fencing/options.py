@@ -125,7 +125,13 @@ AGENT_TYPES: dict[str, AgentType] = {
             defaults={"ssl": "1"},
             default_port=443,
         ),
-        AgentType("apc", "fence_apc", secure_option="secure"),
+        # fence_apc's own ssh_options ask for SSH protocol 1, which OpenSSH dropped.
+        AgentType(
+            "apc",
+            "fence_apc",
+            secure_option="secure",
+            defaults={"ssh_options": "-o ConnectTimeout=10"},
+        ),
         AgentType("apc_snmp", "fence_apc_snmp"),
         AgentType("bladecenter", "fence_bladecenter", secure_option="secure"),
         AgentType("cisco_ucs", "fence_cisco_ucs", secure_option="ssl"),
@@ -134,7 +140,8 @@ AGENT_TYPES: dict[str, AgentType] = {
         AgentType("hpblade", "fence_hpblade"),
         AgentType("ilo", "fence_ilo", secure_option="ssl"),
         AgentType("ilo2", "fence_ilo2", secure_option="ssl"),
-        AgentType("ilo_ssh", "fence_ilo_ssh", secure_option="secure"),
+        # fence_ilo_ssh falls back to telnet without "secure"; the type says ssh.
+        AgentType("ilo_ssh", "fence_ilo_ssh", secure_option="secure", defaults={"secure": "1"}),
         AgentType("rsa", "fence_rsa", secure_option="secure"),
         AgentType("rsb", "fence_rsb"),
         AgentType("wti", "fence_wti", secure_option="secure"),

@@ -21,7 +21,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -30,8 +29,9 @@ import pyghmi.ipmi.bmc as pyghmi_bmc
 import pyghmi.ipmi.private.serversession as serversession
 import pyghmi.ipmi.private.session as ipmisession
 
+from hafence.lab.power import PowerCallback, SimulatedPower
+
 log = logging.getLogger(__name__)
-PowerCallback = Callable[[str], None]
 
 _SHA1 = 1  # RMCP+ authentication and integrity algorithm numbers for HMAC-SHA1(-96)
 _NO_MATCHING_AUTH = 0x11
@@ -61,13 +61,7 @@ class _Session(serversession.ServerSession):  # type: ignore[misc]
         self.bmc.sessionless_data(data, sockaddr)
 
 
-@dataclass
-class Action:
-    name: str  # "on", "off", "cycle", "reset", "shutdown", "diag"
-    time: float
-
-
-class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
+class SimulatedBmc(pyghmi_bmc.Bmc, SimulatedPower):  # type: ignore[misc]
     def __init__(
         self,
         name: str,
@@ -78,18 +72,12 @@ class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
         power_delay: float = 0.0,
     ) -> None:
         _ensure_anchor()
-        super().__init__(users, port=port, address="127.0.0.1")
+        pyghmi_bmc.Bmc.__init__(self, users, port=port, address="127.0.0.1")
         _wake_io_thread()  # so the I/O thread's select() includes the new socket
-        self.name = name
-        self.power = power
-        self.on_power_change = on_power_change
-        self.power_delay = power_delay
-        self.actions: list[Action] = []
-        self.dead = False
+        SimulatedPower.__init__(self, name, power, on_power_change, power_delay)
         self.stop_answering_after: int | None = None
         self.refused_proposals = 0
         self.sessions_opened = 0  # RMCP+ Open Session requests accepted (one per login)
-        self._lock = threading.Lock()
 
     # -- failure switches -----------------------------------------------------------
     def sessionless_data(self, data: Any, sockaddr: Any) -> None:
@@ -110,33 +98,12 @@ class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
         super().sessionless_data(data, sockaddr)
 
     # -- power ----------------------------------------------------------------------
-    @property
-    def action_names(self) -> list[str]:
-        with self._lock:
-            return [a.name for a in self.actions]
-
     def _record(self, name: str, new_power: str | None) -> None:
-        with self._lock:
-            self.actions.append(Action(name, time.monotonic()))
-            if self.stop_answering_after is not None:
-                self.stop_answering_after -= 1
-                if self.stop_answering_after < 0:
-                    self.dead = True
-        if new_power is not None:
-            if self.power_delay > 0:
-                timer = threading.Timer(self.power_delay, self.set_power, (new_power,))
-                timer.daemon = True
-                timer.start()
-            else:
-                self.set_power(new_power)
-
-    def set_power(self, state: str) -> None:
-        """Change the power state as if by hand (and tell ``on_power_change``)."""
-        with self._lock:
-            changed = state != self.power
-            self.power = state
-        if changed and self.on_power_change is not None:
-            self.on_power_change(state)
+        if self.stop_answering_after is not None:
+            self.stop_answering_after -= 1
+            if self.stop_answering_after < 0:
+                self.dead = True
+        self.record(name, new_power)
 
     def get_power_state(self) -> str:
         return self.power

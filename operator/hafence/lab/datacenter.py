@@ -43,19 +43,27 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hafence.agent.process import kill_all
-from hafence.lab.bmc import BmcFarm, SimulatedBmc
+from hafence.lab.bmc import BmcFarm
 from hafence.lab.controlplane import free_port
 from hafence.lab.hostshell import HostKey, HostShells, new_key
+from hafence.lab.ilo2 import POWER_PRIV, Ilo2
 from hafence.lab.kdump import KdumpSender, host_address
 from hafence.lab.netcut import Forwarder, server_of
+from hafence.lab.pdu import ApcPdu, DualFeed
+from hafence.lab.power import PowerDevice
 from hafence.lab.procs import children, kill_group, vm_processes
 from hafence.lab.watchdogdev import StandInDevice
 
 log = logging.getLogger("hafence.lab")
 
 BMC_USER = "hafence-power"
+# How a virtual host is fenced: IPMI (the default), the oVirt article's iLO2, or a
+# pair of APC PDUs feeding its two power supplies (the samples' concurrent group).
+FENCE_TYPES = ("ipmilan", "ilo2", "apc_snmp")
+ILO2_OPTIONS = "ssl=yes,ssl_insecure=yes,inet4_only=yes"
 
 Notify = Callable[[str, str, str], None]  # (kind, subject, text)
 
@@ -95,7 +103,7 @@ class VirtualHost:
     rack: str
     dir: Path
     forwarder: Forwarder
-    bmc: SimulatedBmc
+    bmc: PowerDevice  # an IPMI BMC, an iLO2 or two PDU outlets (Datacenter.fence_type)
     bmc_password: str
     ssh_key: HostKey
     address: str = "127.0.0.1"  # where its kdump messages come from
@@ -146,7 +154,14 @@ class Datacenter:
         host_names: list[tuple[str, str]],  # (name, rack)
         agent: AgentTimings,
         notify: Notify = _noop,
+        fence_type: str = "ipmilan",
     ) -> None:
+        if fence_type not in FENCE_TYPES:
+            raise ValueError(f"fence type {fence_type!r}: choose {', '.join(FENCE_TYPES)}")
+        self.fence_type = fence_type
+        self.ilos: dict[str, Ilo2] = {}
+        self.pdus: list[ApcPdu] = []
+        self.feeds: dict[str, DualFeed] = {}
         self.admin_kubeconfig = admin_kubeconfig
         self.namespace = namespace
         self.workdir = workdir
@@ -180,19 +195,9 @@ class Datacenter:
             fwd = Forwarder(*target, name=name)
             # IPMI 2.0 passwords are at most 20 bytes.
             password = secrets.token_urlsafe(12)
-            bmc = self.farm.add(
-                name,
-                BMC_USER,
-                password,
-                power="on",
-                on_power_change=functools.partial(self._power_changed, name),
-            )
-            # A power cycle or hard reset reboots the host; the simulator changes no
-            # power state for them, so the host is told here.
-            for action in ("power_cycle", "power_reset"):
-                setattr(bmc, action, functools.partial(self._reboot, name, getattr(bmc, action)))
+            device = self._power_device(name, password)
             host = VirtualHost(
-                name, rack, hdir, fwd, bmc, password, new_key(), address=host_address(index)
+                name, rack, hdir, fwd, device, password, new_key(), address=host_address(index)
             )
             host.bin_dir.mkdir()
             host.state_dir.mkdir()
@@ -208,6 +213,59 @@ class Datacenter:
             target=self._supervise, name="lab-supervisor", daemon=True
         )
         self._supervisor.start()
+
+    def _power_device(self, name: str, password: str) -> PowerDevice:
+        """The host's power management as ``fence_type`` says: a BMC, an iLO2, two PDUs."""
+        changed = functools.partial(self._power_changed, name)
+        if self.fence_type == "ilo2":
+            ilo = Ilo2(
+                name, {BMC_USER: (password, frozenset({POWER_PRIV}))}, on_power_change=changed
+            )
+            ilo.on_reset = functools.partial(self._reboot, name, lambda: None)
+            self.ilos[name] = ilo
+            return ilo
+        if self.fence_type == "apc_snmp":
+            if not self.pdus:
+                self.pdus = [ApcPdu("pdu-a"), ApcPdu("pdu-b")]
+            outlet = len(self.feeds) + 1
+            feed = DualFeed(name, [(pdu, pdu.add_outlet(outlet, name)) for pdu in self.pdus])
+            feed.on_power_change = changed
+            self.feeds[name] = feed
+            return feed
+        bmc = self.farm.add(name, BMC_USER, password, power="on", on_power_change=changed)
+        bmc.label = f"IPMI chassis (127.0.0.1:{bmc.port})"
+        # A power cycle or hard reset reboots the host; the simulator changes no
+        # power state for them, so the host is told here.
+        for action in ("power_cycle", "power_reset"):
+            setattr(bmc, action, functools.partial(self._reboot, name, getattr(bmc, action)))
+        return bmc
+
+    def fence_agents(self, host: VirtualHost) -> list[tuple[str, dict[str, Any]]]:
+        """(name, FenceAgent spec without its Secret and timings) of one host."""
+        base = {"hostRef": {"name": host.name}, "address": "127.0.0.1", "order": 1}
+        if self.fence_type == "ilo2":
+            ilo = self.ilos[host.name]
+            # The article's device and options (the certificate is self-signed).
+            spec = {"type": "ilo2", "port": ilo.port, "options": ILO2_OPTIONS}
+            return [(f"{host.name}-ilo", base | spec)]
+        if self.fence_type == "apc_snmp":
+            feed = self.feeds[host.name]
+            return [
+                (
+                    f"{host.name}-{pdu.name}",
+                    base
+                    | {
+                        "type": "apc_snmp",
+                        "port": pdu.port,
+                        "plug": str(next(n for n, o in pdu.outlets.items() if o is outlet)),
+                        "options": "snmp_version=1,community=private",
+                    },
+                )
+                for pdu, outlet in feed.feeds
+            ]
+        bmc = self.farm[host.name]
+        spec = {"type": "ipmilan", "port": bmc.port, "options": "lanplus=1"}
+        return [(f"{host.name}-ipmi", base | spec)]
 
     def boot_all(self) -> None:
         for host in self.hosts.values():
@@ -473,6 +531,10 @@ class Datacenter:
                 host.forwarder.close()
         self.shells.close()
         self.farm.close()
+        for ilo in self.ilos.values():
+            ilo.close()
+        for pdu in self.pdus:
+            pdu.close()
         # VMs whose records were never written, by their marker.
         for pid, _key, owner in self.vm_processes():
             if owner is not None:

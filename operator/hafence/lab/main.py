@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from hafence.lab.datacenter import FENCE_TYPES
 from hafence.lab.results import ScenarioResult
 from hafence.lab.runner import Lab, LabConfig, LabError
 from hafence.lab.scenarios import SCENARIOS, recover, run
@@ -45,6 +46,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--hosts", type=int, help="virtual hosts (default 3; 5 with rack-failure; 2 with seed)"
+    )
+    p.add_argument(
+        "--fence-type",
+        choices=FENCE_TYPES,
+        default="ipmilan",
+        help="each host's power management: an IPMI BMC (default), an iLO2 (RIBCL over "
+        "TLS, the oVirt article's options) or two APC PDUs feeding its two power supplies",
     )
     p.add_argument(
         "--profile",
@@ -192,6 +200,7 @@ def main(argv: list[str]) -> int:
             operator_args=list(args.operator_arg),
             keep_namespace=args.keep_namespace,
             out=out,
+            fence_type=args.fence_type,
         )
     except LabError as exc:
         print(f"hafence lab: {exc}", file=sys.stderr)

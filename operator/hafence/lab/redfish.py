@@ -68,9 +68,9 @@ def _free_port() -> int:
         return port
 
 
-def self_signed(cert: Path, key: Path) -> None:
+def self_signed(cert: Path, key: Path, common_name: str = "hafence-redfish-emulator") -> None:
     private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hafence-redfish-emulator")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
     certificate = (
         x509.CertificateBuilder()

@@ -72,23 +72,19 @@ def manifests(dc: Datacenter, self_fencing: int | None = None) -> list[dict[str,
                 },
             }
         )
-        out.append(
-            {
-                "kind": "FenceAgent",
-                "metadata": {"name": f"{host.name}-ipmi", "labels": labels},
-                "spec": {
-                    "hostRef": {"name": host.name},
-                    "type": "ipmilan",
-                    "address": "127.0.0.1",
-                    "port": host.bmc.port,
-                    "credentialsSecretRef": {"name": f"{host.name}-bmc"},
-                    "options": "lanplus=1",
-                    "order": 1,
-                    "timeoutSeconds": FENCE_AGENT_TIMEOUT,
-                    "powerWaitSeconds": 10,
-                },
-            }
-        )
+        for agent_name, spec in dc.fence_agents(host):
+            out.append(
+                {
+                    "kind": "FenceAgent",
+                    "metadata": {"name": agent_name, "labels": labels},
+                    "spec": spec
+                    | {
+                        "credentialsSecretRef": {"name": f"{host.name}-bmc"},
+                        "timeoutSeconds": FENCE_AGENT_TIMEOUT,
+                        "powerWaitSeconds": 10,
+                    },
+                }
+            )
         for name, ha, priority in ((f"ha-{index}", True, "High"), (f"pet-{index}", False, "Low")):
             out.append(
                 {

@@ -35,7 +35,7 @@ from hafence.core.policy import Settings as PolicySettings
 from hafence.kube import Api, Conflict, KubeError, load_api
 from hafence.lab.binaries import BinariesUnavailable, ensure
 from hafence.lab.controlplane import ControlPlane, free_port
-from hafence.lab.datacenter import AgentTimings, Datacenter
+from hafence.lab.datacenter import FENCE_TYPES, AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
 from hafence.lab.processes import stop_process_group
 from hafence.lab.resources import manifests
@@ -66,6 +66,7 @@ class LabConfig:
     keep_namespace: bool = True
     wait_scale: float = 1.0  # multiplies every wait's timeout
     self_fencing: int | None = None  # every Host self-fences with this watchdog timeout
+    fence_type: str = "ipmilan"  # the hosts' power management: ipmilan, ilo2, apc_snmp
 
     def __post_init__(self) -> None:
         if self.hosts < 2:
@@ -74,6 +75,8 @@ class LabConfig:
             raise LabError(f"hosts {self.hosts!r}: at most 20 on one machine")
         if self.profile not in PROFILES:
             raise LabError(f"profile {self.profile!r}: choose {' or '.join(PROFILES)}")
+        if self.fence_type not in FENCE_TYPES:
+            raise LabError(f"fence type {self.fence_type!r}: choose {', '.join(FENCE_TYPES)}")
         if self.lease_duration is not None and self.lease_duration < 3:
             raise LabError(f"lease_duration {self.lease_duration!r}: at least 3 seconds")
 
@@ -143,6 +146,7 @@ class Lab:
             host_names=layout,
             agent=AgentTimings(lease_duration=self.config.agent_lease),
             notify=tl.notify,
+            fence_type=self.config.fence_type,
         )
         self.dc.start()
         objects = manifests(self.dc, self_fencing=self.config.self_fencing)
@@ -152,9 +156,11 @@ class Lab:
             f"namespace {self.namespace}: {len(layout)} hosts "
             f"({', '.join(f'{n} [{r}]' for n, r in layout)}), "
             f"{2 * len(layout)} VMs; sshd 127.0.0.1:{self.dc.shells.port}; "
-            f"BMCs on 127.0.0.1 UDP " + ", ".join(str(h.bmc.port) for h in self.dc.hosts.values())
+            f"power management ({self.config.fence_type}): "
+            + ", ".join(h.bmc.label for h in self.dc.hosts.values())
         )
-        self.watchers = Watchers(str(self.kubeconfig), self.namespace, tl, self.dc.farm.bmcs)
+        devices = {name: h.bmc for name, h in self.dc.hosts.items()}
+        self.watchers = Watchers(str(self.kubeconfig), self.namespace, tl, devices)
         self.watchers.start()
         self.checker = InvariantChecker(self.dc.vm_processes, notify=None)
         self.checker.start()

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from kubernetes import watch as k8s_watch
 
 from hafence.kube import load_api
-from hafence.lab.bmc import SimulatedBmc
+from hafence.lab.power import PowerDevice
 
 POWER_ACTIONS = ("on", "off", "cycle", "reset", "shutdown")
 
@@ -157,7 +157,7 @@ class Watchers:
     """Threads feeding the timeline from the API server and the BMCs; ``stop()`` ends them."""
 
     def __init__(
-        self, kubeconfig: str, namespace: str, timeline: Timeline, bmcs: dict[str, SimulatedBmc]
+        self, kubeconfig: str, namespace: str, timeline: Timeline, bmcs: dict[str, PowerDevice]
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
@@ -318,7 +318,8 @@ class Watchers:
                     self.timeline.add(
                         "bmc",
                         name,
-                        f"IPMI chassis power {action.name} (127.0.0.1:{bmc.port})",
+                        # "IPMI chassis (127.0.0.1:623)" -> "IPMI chassis power off (...)"
+                        bmc.label.replace(" (", f" power {action.name} (", 1),
                         t=action.time,
                         action=action.name,
                     )
