@@ -91,6 +91,10 @@ def restore_host(rec: HostRecord, status: HostStatus) -> None:
         step = "soft-fence-wait"
     rec.step = step
     rec.step_pending = f.last_result == "pending"
+    # A verify (or the power-on after it) was under way: the "off" had been sent, so the
+    # operation completes.  An "off" still pending may or may not have been sent; a
+    # heartbeat then means the host is alive (S5 holds the "off" until it expires).
+    rec.off_sent = step == "verify" or (rec.phase is Phase.REBOOTING and step == "on")
 
 
 def vm_status(rec: VMRecord) -> HAVirtualMachineStatus:
