@@ -53,14 +53,24 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
             since=to_datetime(rec.step_since),
             next_retry_time=to_datetime(rec.next_retry),
         )
+    phase = rec.phase.value
     return HostStatus(
-        phase=rec.phase.value,
+        phase=phase,
         phase_since=to_datetime(rec.phase_since),
         last_heartbeat_time=to_datetime(rec.renew_time),
         boot_id=rec.boot_id,
         power_state=rec.power_state,
         fencing=fencing,
         vm_count=vm_count,
+        # Only an Up host takes VMs: the condition tools wait on (kubectl wait).
+        conditions=[
+            Condition(
+                type="Available",
+                status="True" if rec.phase is Phase.UP else "False",
+                reason=phase,
+                message=f"host is {phase}",
+            )
+        ],
     )
 
 
