@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -23,6 +24,7 @@ from hafence.controller.confirm import ConfirmAnnotations
 from hafence.controller.events import EventRecorder
 from hafence.controller.executor import Executor
 from hafence.controller.leader import LeaderElector, NotLeader
+from hafence.controller.lease_guard import renew_time
 from hafence.controller.metrics import Metrics
 from hafence.controller.observe import inputs_for, key
 from hafence.core import messages as m
@@ -38,6 +40,10 @@ MAX_SLEEP = 0.5  # seconds between ticks at most: the operator's own overhead pe
 # A released VM whose recovery is not measured within this long (it never ran again,
 # or was deleted) is forgotten: the measurement is a histogram, not a ledger.
 RECOVERY_WINDOW = 3600.0
+# Before an Up host's lease is judged expired, the Leases are listed once more (at most
+# this often per namespace): a watch stream that silently stopped after a network blip
+# must not start outages -- the view is checked against the API server first.
+LEASE_RECHECK_INTERVAL = 1.0
 
 
 class Reconciler:
@@ -67,6 +73,7 @@ class Reconciler:
         self._active = False
         self._missed: list[tuple[str, dict[str, Any], bool]] = []
         self._recovering: dict[tuple[str, str], float] = {}
+        self._lease_checked: dict[str, float] = {}
 
     # -- inputs from the watches ---------------------------------------------------
     async def observe(self, kind: str, obj: dict[str, Any], deleted: bool = False) -> None:
@@ -249,10 +256,40 @@ class Reconciler:
                 log.exception("monitor tick failed")
                 await asyncio.sleep(MAX_SLEEP)
 
+    async def _recheck_leases(self, namespace: str, now: float) -> None:
+        """List the namespace's Leases and feed the renewals the watch did not deliver."""
+        engine = self.engines.get(namespace)
+        if engine is None or not engine.expiring(now):
+            return
+        if now - self._lease_checked.get(namespace, -math.inf) < LEASE_RECHECK_INTERVAL:
+            return
+        self._lease_checked[namespace] = now
+        try:
+            leases = await asyncio.to_thread(self.api.list_leases, namespace, HEARTBEAT_SELECTOR)
+        except KubeError as exc:
+            log.warning("leases of %s not re-listed before expiry: %s", namespace, exc)
+            return
+        fresh = []
+        for lease in leases:
+            _, name = key(lease)
+            seen = self.cache.get("Lease", namespace, name)
+            renewed = seen is None or renew_time(seen) != renew_time(lease)
+            if renewed and self.cache.put("Lease", lease):
+                fresh.append(lease)
+        if fresh:
+            log.warning(
+                "%d lease renewal(s) in %s not delivered by the watch: fed from a re-list",
+                len(fresh),
+                namespace,
+            )
+        for lease in fresh:
+            await self.feed(namespace, inputs_for("Lease", lease, clock.now()))
+
     async def _tick(self) -> None:
         now = clock.now()
         deadlines: list[float] = []
         for namespace in list(self.engines):
+            await self._recheck_leases(namespace, now)
             async with self._lock(namespace):
                 engine = self.engines.get(namespace)
                 if engine is None:

@@ -94,6 +94,16 @@ class Engine:
                 del self._settling[cluster]  # bounded: a past delay holds nothing
         return self._flush()
 
+    def expiring(self, now: float) -> list[str]:
+        """Hosts whose lease counts as expired at ``now`` while the core still has them
+        Up: the shell may look at the Leases once more before ``tick`` acts on it (a
+        watch that silently stopped delivering must not start outages)."""
+        return sorted(
+            h.name
+            for h in self.hosts.values()
+            if h.phase is Phase.UP and h.lease_seen and not h.lease_fresh(now)
+        )
+
     def next_deadline(self, now: float) -> float | None:
         """The earliest time after ``now`` at which ``tick`` may have something to do (for
         shells that sleep between ticks); None when only an input can change anything.
