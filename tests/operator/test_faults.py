@@ -27,6 +27,7 @@ from hafence.lab.faultproxy import Fault, FaultProxy
 from hafence.lab.netcut import server_of
 from tests.operator.conftest import Heartbeats, OperatorProcess, dump, wait_for
 from tests.operator.test_confirmation import host, status, vm
+from tests.operator.test_hard_fencing import ipmi_agent
 
 pytestmark = pytest.mark.controlplane
 USER, PASSWORD = "admin", "s3cret-faults"
@@ -146,23 +147,7 @@ def dc(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Da
     for name in HOSTS:
         bmc = farm.add(name, USER, PASSWORD)
         api.create("Host", ns, host(name))
-        api.create(
-            "FenceAgent",
-            ns,
-            {
-                "metadata": {"name": f"{name}-ipmi"},
-                "spec": {
-                    "hostRef": {"name": name},
-                    "type": "ipmilan",
-                    "address": "127.0.0.1",
-                    "port": bmc.port,
-                    "credentialsSecretRef": {"name": "ipmi"},
-                    "options": "lanplus=1",
-                    "timeoutSeconds": 3,
-                    "powerWaitSeconds": 3,
-                },
-            },
-        )
+        api.create("FenceAgent", ns, ipmi_agent(name, bmc.port, timeout=3, power_wait=3))
         heartbeats.start(name)
     cfg = proxy.kubeconfig(Path(kubeconfig), tmp / "operator.kubeconfig")
     # The leader lease outlasts every fault here: these cases are about fencing and
