@@ -59,6 +59,10 @@ class StatusWriter:
     async def vm(self, action: m.WriteVMStatus) -> m.Input:
         if not action.placement_changed:
             return await self._write("HAVirtualMachine", action.vm, action.status)
+        # A host deleted meanwhile will never land: it holds nothing back (bounded set).
+        self.unwritten_hosts = {
+            h for h in self.unwritten_hosts if self.cache.get("Host", self.namespace, h)
+        }
         if self.unwritten_hosts:
             return m.WriteFailed(
                 clock.now(),
