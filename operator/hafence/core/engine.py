@@ -129,7 +129,7 @@ class Engine:
                 times.append(h.next_retry)
             if h.op_deadline is not None:
                 times.append(h.op_deadline)
-        times.extend(at for _, at, _ in self._unwritten.values())
+        times.extend(at for _, at, _ in self._unwritten.values() if at != math.inf)
         for v in self.vmbook.vms.values():
             if v.phase == "Pending" and v.next_placement is not None:
                 times.append(v.next_placement)
