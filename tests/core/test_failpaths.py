@@ -242,3 +242,21 @@ def test_after_off_the_host_leaves_its_step_and_nothing_moves_without_proof(
     ]
     assert bool(released) <= bool(verified)
     assert h1.op_id is None or h1.op_deadline is not None
+
+
+def test_a_power_on_that_failed_is_tried_again() -> None:
+    rig = Rig(fence_retry_base=7.0)
+    verify_off = _off_sent(rig)
+    answer(rig, verify_off, "off")
+    verify = last(rig, m.RunFenceStep)
+    assert isinstance(verify, m.RunFenceStep) and verify.step == "verify"
+    answer(rig, verify, "off")
+    on = last(rig, m.RunFenceStep)
+    assert isinstance(on, m.RunFenceStep) and on.step == "on"
+    answer(rig, on, "error")
+    assert "PowerOnFailed" in rig.reasons("h1")
+    keep_alive(rig, rig.now + 6, ["h2", "h3"])
+    assert last(rig, m.RunFenceStep) is on  # waits for the retry
+    keep_alive(rig, rig.now + 1, ["h2", "h3"])
+    again = last(rig, m.RunFenceStep)
+    assert isinstance(again, m.RunFenceStep) and again.step == "on" and again is not on

@@ -107,7 +107,17 @@ class Datacenter:
         return where
 
     def back_up(self, victim: str) -> None:
-        self.heartbeats.start(victim)  # a new boot ID: the host rebooted
+        # The fence completes with the power-on (the host then boots: a new boot ID).
+        def on_done() -> str | None:
+            f = self.host(victim).get("fencing") or {}
+            result = f.get("lastResult") or "pending"
+            return result if f.get("lastAction") == "on" and result.startswith("ok") else None
+
+        # A power-on that failed (its Secret read hit the fault) is tried again.
+        result = wait_for(on_done, what=f"{victim}: powered on again")
+        assert self.bmcs[victim].power == "on"
+        self.outcomes.append(f"{victim} power-on: {result}")
+        self.heartbeats.start(victim)
         wait_for(lambda: self.host(victim).get("phase") == "Up", what=f"{victim} Up again")
 
     def steps(self, victim: str) -> Callable[[], list[tuple[str, str | None]]]:
@@ -280,6 +290,7 @@ def test_fault_at_the_proof_and_placement_writes(dc: Datacenter, fault: Fault) -
     finally:
         _restore_bmc(bmc)
     seen = record()
+    assert dc.proxy.injected[fault] == 1, "the fault was never injected"
     _check(dc, vm_name, victim, seen)
     assert "Isolated" not in [phase for phase, _ in seen], seen  # the fence itself went on
     if fault == "reject":  # the proof write failed and was issued again, and landed

@@ -226,6 +226,8 @@ class HostMachine:
             return
         if self.ctx.quiet(now):
             return
+        if rec.step == "on" and rec.next_retry is not None and now < rec.next_retry:
+            return  # a power-on that failed waits for its retry
         # S5: never touch a host with a fresh lease -- except to finish a fence whose
         # "off" was sent (verify it, power the host back on): neither disrupts anything.
         if rec.lease_fresh(now) and not (rec.off_sent and rec.step in ("verify", "on")):
@@ -386,10 +388,15 @@ class HostMachine:
                 rec.power_state = "on"
                 self.ctx.event(rec.name, "PowerOnSucceeded", f"powered on: {desc}")
             else:
+                # The operation completes: "on" is tried again on the fence retry
+                # schedule until it works or the host comes back by other means.
+                delay = self.ctx.settings.fence_retry_delay(rec.attempt)
+                rec.step_pending = True
+                rec.next_retry = now + delay
                 self.ctx.event(
                     rec.name,
                     "PowerOnFailed",
-                    f"power on failed ({desc}); the host stays off",
+                    f"power on failed ({desc}); the host stays off, power on again in {delay:g}s",
                     "Warning",
                 )
             return
