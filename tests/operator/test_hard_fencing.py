@@ -26,6 +26,23 @@ def bmcs() -> Iterator[BmcFarm]:
         yield farm
 
 
+def ipmi_agent(name: str, port: int, timeout: int = 10, power_wait: int = 15) -> dict[str, Any]:
+    """The FenceAgent of host ``name``: its simulated BMC on ``port``, Secret "ipmi"."""
+    return {
+        "metadata": {"name": f"{name}-ipmi"},
+        "spec": {
+            "hostRef": {"name": name},
+            "type": "ipmilan",
+            "address": "127.0.0.1",
+            "port": port,
+            "credentialsSecretRef": {"name": "ipmi"},
+            "options": "lanplus=1",
+            "timeoutSeconds": timeout,
+            "powerWaitSeconds": power_wait,
+        },
+    }
+
+
 def datacenter(
     api: Api,
     ns: str,
@@ -41,23 +58,7 @@ def datacenter(
     for name in names:
         bmc = bmcs.add(name, USER, PASSWORD, power_delay=power_delay)
         api.create("Host", ns, host(name))
-        api.create(
-            "FenceAgent",
-            ns,
-            {
-                "metadata": {"name": f"{name}-ipmi"},
-                "spec": {
-                    "hostRef": {"name": name},
-                    "type": "ipmilan",
-                    "address": "127.0.0.1",
-                    "port": bmc.port,
-                    "credentialsSecretRef": {"name": "ipmi"},
-                    "options": "lanplus=1",
-                    "timeoutSeconds": timeout,
-                    "powerWaitSeconds": 15,
-                },
-            },
-        )
+        api.create("FenceAgent", ns, ipmi_agent(name, bmc.port, timeout))
         heartbeats.start(name)
 
 

@@ -62,12 +62,12 @@ def test_a_renewal_the_watch_missed_stops_the_fence(api: Api, namespace: str) ->
     as_watched = copy.deepcopy(_lease(namespace, now))
     as_watched["metadata"]["resourceVersion"] = "1"
     cache.put("Lease", as_watched)
-    assert asyncio.run(executor._lease_renewed_unseen("h1")) is False
+    assert asyncio.run(executor.guard.renewed_unseen("h1")) is False
     # The watch is stale: it last saw a renewal 8 s older than the stored one.
     stale = copy.deepcopy(as_watched)
     stale["spec"]["renewTime"] = format_microtime(now - timedelta(seconds=8))
     cache = Cache()
     cache.put("Lease", stale)
-    executor.cache = cache
-    assert asyncio.run(executor._lease_renewed_unseen("h1")) is True
+    executor.guard.cache = cache
+    assert asyncio.run(executor.guard.renewed_unseen("h1")) is True
     assert len(seen) == 1 and seen[0]["metadata"]["name"] == "h1"

@@ -69,7 +69,8 @@ def inputs_for(kind: str, obj: Obj, now: float, *, deleted: bool = False) -> lis
             raw = obj.get("status") or None
             status = HAVirtualMachineStatus.model_validate(raw) if raw else None
             spec = HAVirtualMachineSpec.model_validate(obj["spec"])
-            return [m.VMObserved(now, name, spec, status)]
+            version = str(obj.get("metadata", {}).get("resourceVersion") or "")
+            return [m.VMObserved(now, name, spec, status, version)]
         if kind == "FenceConfirmation":
             if deleted:
                 return []  # its verdict stays in the core's memory: S6 is once

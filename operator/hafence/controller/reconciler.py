@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
+import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from hafence.api.lease import HEARTBEAT_SELECTOR
+from hafence.controller import clock
 from hafence.controller.cache import Cache
 from hafence.controller.confirm import ConfirmAnnotations
 from hafence.controller.events import EventRecorder
 from hafence.controller.executor import Executor
 from hafence.controller.leader import LeaderElector, NotLeader
+from hafence.controller.lease_guard import renew_time
 from hafence.controller.metrics import Metrics
 from hafence.controller.observe import inputs_for, key
 from hafence.controller.outages import Outages
@@ -38,6 +40,13 @@ log = logging.getLogger(__name__)
 # Replay order after (re)gaining leadership: hosts before what refers to them.
 KINDS = ("Host", "FenceAgent", "Lease", "HAVirtualMachine", "FenceConfirmation")
 MAX_SLEEP = 0.5  # seconds between ticks at most: the operator's own overhead per step
+# A released VM whose recovery is not measured within this long (it never ran again,
+# or was deleted) is forgotten: the measurement is a histogram, not a ledger.
+RECOVERY_WINDOW = 3600.0
+# Before an Up host's lease is judged expired, the Leases are listed once more (at most
+# this often per namespace): a watch stream that silently stopped after a network blip
+# must not start outages -- the view is checked against the API server first.
+LEASE_RECHECK_INTERVAL = 1.0
 
 
 class Reconciler:
@@ -69,6 +78,7 @@ class Reconciler:
         self._active = False
         self._missed: list[tuple[str, dict[str, Any], bool]] = []
         self._recovering: dict[tuple[str, str], float] = {}
+        self._lease_checked: dict[str, float] = {}
 
     # -- inputs from the watches ---------------------------------------------------
     async def observe(self, kind: str, obj: dict[str, Any], deleted: bool = False) -> None:
@@ -91,18 +101,18 @@ class Reconciler:
         if kind == "Host" and not deleted:
             await self.confirm.handle(obj, self.engines.get(namespace))
         if namespace not in self.engines and kind == "Host" and not deleted:
-            await self._start_engine(namespace, time.time())
+            await self._start_engine(namespace, clock.now())
             return
-        await self.feed(namespace, inputs_for(kind, obj, time.time(), deleted=deleted))
+        await self.feed(namespace, inputs_for(kind, obj, clock.now(), deleted=deleted))
 
     async def observe_again(self, kind: str, obj: dict[str, Any], deleted: bool) -> None:
         """Feed an object the cache already holds (it arrived while rebuilding)."""
         namespace, name = key(obj)
         current = self.cache.get(kind, namespace, name)
         if deleted and current is None:
-            await self.feed(namespace, inputs_for(kind, obj, time.time(), deleted=True))
+            await self.feed(namespace, inputs_for(kind, obj, clock.now(), deleted=True))
         elif current is not None:
-            await self.feed(namespace, inputs_for(kind, current, time.time()))
+            await self.feed(namespace, inputs_for(kind, current, clock.now()))
 
     async def feed(self, namespace: str, inputs: Iterable[m.Input]) -> None:
         async with self._lock(namespace):
@@ -118,14 +128,19 @@ class Reconciler:
         await self.feed(namespace, [inp])
 
     async def _run(self, namespace: str, actions: list[m.Action]) -> None:
-        self.outages.observe(namespace, actions)
-        self._measure_recovery(namespace, actions)
-        if actions:
+        """Carry out actions; the outcomes of their writes go back to the core (whose
+        answer to a failure is a retry later, never at once: this ends)."""
+        engine = self.engines.get(namespace)
+        while actions and engine is not None:
+            self.outages.observe(namespace, actions)
+            self._measure_recovery(namespace, actions)
             try:
-                await self.executors[namespace].run(actions)
+                outcomes = await self.executors[namespace].run(actions)
             except NotLeader as exc:
                 log.error("lost leadership while acting in %s: %s", namespace, exc)
                 self._wake.set()
+                return
+            actions = [a for o in outcomes for a in engine.handle(o)]
 
     def _measure_recovery(self, namespace: str, actions: list[m.Action]) -> None:
         """hafence_vm_recovery_seconds: from the fault (the outage start of the host that
@@ -140,13 +155,21 @@ class Reconciler:
             elif isinstance(action, m.WriteVMStatus) and action.status.phase == "Running":
                 started = self._recovering.pop((namespace, action.vm), None)
                 if started is not None:
-                    self.metrics.vm_recovered(max(time.time() - started, 0.0))
+                    self.metrics.vm_recovered(max(clock.now() - started, 0.0))
+        self._prune_recovering(clock.now())
+
+    def _prune_recovering(self, now: float) -> None:
+        for key_, started in list(self._recovering.items()):
+            namespace, vm = key_
+            engine = self.engines.get(namespace)
+            if engine is None or vm not in engine.vms or now - started > RECOVERY_WINDOW:
+                del self._recovering[key_]
 
     async def _lease_reread(self, namespace: str, lease: dict[str, Any]) -> None:
         """A Lease the executor re-read before a disruptive step: into the cache and
         straight to the core, whatever the watches are doing."""
         self.cache.put("Lease", lease)
-        await self.feed(namespace, inputs_for("Lease", lease, time.time()))
+        await self.feed(namespace, inputs_for("Lease", lease, clock.now()))
 
     def _lock(self, namespace: str) -> asyncio.Lock:
         return self._locks.setdefault(namespace, asyncio.Lock())
@@ -181,7 +204,7 @@ class Reconciler:
         for kind in (POLICY_KIND, *KINDS):
             for obj in await asyncio.to_thread(self._list, kind):
                 self.cache.put(kind, obj)
-        now = time.time()
+        now = clock.now()
         namespaces = {key(o)[0] for o in self._all("Host")}
         for namespace in sorted(namespaces):
             await self._start_engine(namespace, now)
@@ -226,18 +249,7 @@ class Reconciler:
         out: list[dict[str, Any]] = []
         for namespace in targets:
             if kind == "Lease":
-                client = self.api.coordination
-                if namespace is None:
-                    res = client.list_lease_for_all_namespaces(
-                        label_selector=HEARTBEAT_SELECTOR, _request_timeout=self.api.timeout
-                    )
-                else:
-                    res = client.list_namespaced_lease(
-                        namespace,
-                        label_selector=HEARTBEAT_SELECTOR,
-                        _request_timeout=self.api.timeout,
-                    )
-                out += [self.api.client.sanitize_for_serialization(i) for i in res.items]
+                out += self.api.list_leases(namespace, HEARTBEAT_SELECTOR)
             else:
                 out += self.api.list(kind, namespace)["items"]
         return out
@@ -257,10 +269,40 @@ class Reconciler:
                 log.exception("monitor tick failed")
                 await asyncio.sleep(MAX_SLEEP)
 
+    async def _recheck_leases(self, namespace: str, now: float) -> None:
+        """List the namespace's Leases and feed the renewals the watch did not deliver."""
+        engine = self.engines.get(namespace)
+        if engine is None or not engine.expiring(now):
+            return
+        if now - self._lease_checked.get(namespace, -math.inf) < LEASE_RECHECK_INTERVAL:
+            return
+        self._lease_checked[namespace] = now
+        try:
+            leases = await asyncio.to_thread(self.api.list_leases, namespace, HEARTBEAT_SELECTOR)
+        except KubeError as exc:
+            log.warning("leases of %s not re-listed before expiry: %s", namespace, exc)
+            return
+        fresh = []
+        for lease in leases:
+            _, name = key(lease)
+            seen = self.cache.get("Lease", namespace, name)
+            renewed = seen is None or renew_time(seen) != renew_time(lease)
+            if renewed and self.cache.put("Lease", lease):
+                fresh.append(lease)
+        if fresh:
+            log.warning(
+                "%d lease renewal(s) in %s not delivered by the watch: fed from a re-list",
+                len(fresh),
+                namespace,
+            )
+        for lease in fresh:
+            await self.feed(namespace, inputs_for("Lease", lease, clock.now()))
+
     async def _tick(self) -> None:
-        now = time.time()
+        now = clock.now()
         deadlines: list[float] = []
         for namespace in list(self.engines):
+            await self._recheck_leases(namespace, now)
             async with self._lock(namespace):
                 engine = self.engines.get(namespace)
                 if engine is None:
@@ -272,7 +314,7 @@ class Reconciler:
         self._update_metrics()
         delay = MAX_SLEEP
         if deadlines:
-            delay = min(max(min(deadlines) - time.time(), 0.01), MAX_SLEEP)
+            delay = min(max(min(deadlines) - clock.now(), 0.01), MAX_SLEEP)
         self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), delay)

@@ -9,10 +9,11 @@ the release.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from hafence.api.lease import peer_check_window
-from hafence.core import connectivity
+from hafence.core import connectivity, triggers
 from hafence.core import fencing_plan as fp
 from hafence.core import messages as m
 from hafence.core.host import HostMachine
@@ -40,6 +41,25 @@ class Engine:
         self._settling: dict[str, float] = {}
         self._orphan_leases: dict[str, m.LeaseObserved] = {}
         self._last_release: tuple[str, ...] = ()
+        # Writes that failed: (kind, name) -> (failures in a row, retry time, placement).
+        self._unwritten: dict[tuple[str, str], tuple[int, float, bool]] = {}
+        self._handlers: dict[type[Any], Callable[[Any], set[str] | None]] = {
+            m.LeaseObserved: self._on_lease,
+            m.VMObserved: self._on_vm,
+            m.VMRuntimeObserved: self._on_vm_runtime,
+            m.PowerStatusResult: self._on_power_status,
+            m.SoftFenceResult: self._on_soft_fence,
+            m.FenceStepResult: self._on_fence_step,
+            m.ConfirmationObserved: self._on_confirmation,
+            m.OperatorStarted: self._on_started,
+            m.HostObserved: self._on_host,
+            m.HostDeleted: self._on_host_deleted,
+            m.FenceAgentObserved: self._on_agent,
+            m.FenceAgentDeleted: self._on_agent_deleted,
+            m.VMDeleted: self._on_vm_deleted,
+            m.WriteFailed: self._on_write_failed,
+            m.WriteLanded: self._on_write_landed,
+        }
 
     def set_settings(self, settings: Settings) -> None:
         """A changed FencingPolicy: in force from the next input or tick on."""
@@ -63,7 +83,7 @@ class Engine:
             else (self.hosts[n] for n in sorted(targets) if n in self.hosts)
         )
         for rec in list(hosts):
-            self.machine.evaluate(rec, now)
+            triggers.evaluate(self.machine, rec, now)
         if self.vmbook.wake:
             self.vmbook.schedule(now, self.hosts)
         return self._flush()
@@ -73,9 +93,23 @@ class Engine:
             if key.startswith("FenceSkippedBrokenConnectivity/"):
                 self._connectivity(key.partition("/")[2], now)
         for rec in list(self.hosts.values()):
-            self.machine.evaluate(rec, now)
+            triggers.evaluate(self.machine, rec, now)
         self.vmbook.schedule(now, self.hosts)
+        self._retry_writes(now)
+        for cluster, until in list(self._settling.items()):
+            if until <= now:
+                del self._settling[cluster]  # bounded: a past delay holds nothing
         return self._flush()
+
+    def expiring(self, now: float) -> list[str]:
+        """Hosts whose lease counts as expired at ``now`` while the core still has them
+        Up: the shell may look at the Leases once more before ``tick`` acts on it (a
+        watch that silently stopped delivering must not start outages)."""
+        return sorted(
+            h.name
+            for h in self.hosts.values()
+            if h.phase is Phase.UP and h.lease_seen and not h.lease_fresh(now)
+        )
 
     def next_deadline(self, now: float) -> float | None:
         """The earliest time after ``now`` at which ``tick`` may have something to do (for
@@ -101,6 +135,9 @@ class Engine:
                 times.append(h.step_since + self.settings.soft_fence_timeout)
             if h.next_retry is not None:
                 times.append(h.next_retry)
+            if h.op_deadline is not None:
+                times.append(h.op_deadline)
+        times.extend(at for _, at, _ in self._unwritten.values() if at != math.inf)
         for v in self.vmbook.vms.values():
             if v.phase == "Pending" and v.next_placement is not None:
                 times.append(v.next_placement)
@@ -111,73 +148,147 @@ class Engine:
 
     def _dispatch(self, ev: m.Input) -> set[str] | None:
         """Apply an input; returns the hosts to evaluate (None: all)."""
-        if isinstance(ev, m.LeaseObserved):
-            self._lease(ev)
-            return {ev.host}
-        if isinstance(ev, m.VMObserved | m.VMRuntimeObserved):
-            name = ev.name if isinstance(ev, m.VMObserved) else ev.vm
-            if isinstance(ev, m.VMObserved):
-                self.vmbook.observe(ev.now, ev.name, ev.spec, ev.status, self.hosts)
-            else:
-                self.vmbook.observe_runtime(ev.now, ev.vm, ev.runtime, self.hosts)
-            vm = self.vmbook.vms.get(name)
-            host = self.hosts.get((vm.holder if vm else None) or "")
-            if host is not None and host.phase in RELEASED_PHASES:
-                self._rerelease(host, ev.now)
-            return set()
-        if isinstance(ev, m.PowerStatusResult | m.SoftFenceResult | m.FenceStepResult):
-            rec = self.hosts.get(ev.host)
-            if rec is None:
-                return set()
-            if isinstance(ev, m.PowerStatusResult):
-                self.machine.on_power_status(rec, ev)
-            elif isinstance(ev, m.SoftFenceResult):
-                self.machine.on_soft_fence(rec, ev)
-            else:
-                self.machine.on_fence_step(rec, ev)
-            return {ev.host}
-        if isinstance(ev, m.ConfirmationObserved):
-            self._confirmation(ev)
-            return {ev.spec.host_ref.name}
-        if isinstance(ev, m.OperatorStarted):
-            self.quiet_until = ev.now + self.settings.startup_quiet_period
-        elif isinstance(ev, m.HostObserved):
-            rec = self.hosts.get(ev.name)
-            orphan = None
-            if rec is None:
-                rec = self.hosts[ev.name] = HostRecord(name=ev.name, spec=ev.spec)
-                if ev.status is not None and ev.status.phase is not None:
-                    restore_host(rec, ev.status)
-                    self._rerelease(rec, ev.now)
-                else:
-                    rec.phase_since = ev.now
-                    self._dirty_hosts.add(ev.name)
-                orphan = self._orphan_leases.pop(ev.name, None)
-            capacity_grew = rec.spec.capacity != ev.spec.capacity or rec.labels != ev.labels
-            rec.spec = ev.spec
-            rec.labels = dict(ev.labels)
-            if capacity_grew:
-                self.vmbook.retry_now(rec.spec.cluster, ev.now)
-            if orphan is not None:
-                self._lease(orphan)
-            return {ev.name}
-        if isinstance(ev, m.HostDeleted):
-            self.hosts.pop(ev.name, None)
-            self._dirty_hosts.discard(ev.name)
-        elif isinstance(ev, m.FenceAgentObserved):
-            self.agents[ev.name] = fp.AgentRef(
-                ev.name, ev.spec.host_ref.name, ev.spec.order, ev.spec.type
-            )
-            host = self.hosts.get(ev.spec.host_ref.name)
-            if host is not None and host.phase is Phase.ISOLATED and host.next_retry is None:
-                host.next_retry = ev.now  # power management appeared: try it
-        elif isinstance(ev, m.FenceAgentDeleted):
-            self.agents.pop(ev.name, None)
-        elif isinstance(ev, m.VMDeleted):
-            cluster = self.vmbook.delete(ev.name)
-            if cluster is not None:
-                self.vmbook.retry_now(cluster, ev.now)
+        return self._handlers[type(ev)](ev)
+
+    def _on_lease(self, ev: m.LeaseObserved) -> set[str] | None:
+        self._lease(ev)
+        return {ev.host}
+
+    def _on_vm(self, ev: m.VMObserved) -> set[str] | None:
+        self.vmbook.observe(ev.now, ev.name, ev.spec, ev.status, self.hosts, ev.resource_version)
+        return self._after_vm(ev.name, ev.now)
+
+    def _on_vm_runtime(self, ev: m.VMRuntimeObserved) -> set[str] | None:
+        self.vmbook.observe_runtime(ev.now, ev.vm, ev.runtime, self.hosts)
+        return self._after_vm(ev.vm, ev.now)
+
+    def _after_vm(self, name: str, now: float) -> set[str] | None:
+        vm = self.vmbook.vms.get(name)
+        host = self.hosts.get((vm.holder if vm else None) or "")
+        if host is not None and host.phase in RELEASED_PHASES:
+            self._rerelease(host, now)
+        return set()
+
+    def _on_power_status(self, ev: m.PowerStatusResult) -> set[str] | None:
+        rec = self.hosts.get(ev.host)
+        if rec is not None:
+            self.machine.on_power_status(rec, ev)
+        return {ev.host}
+
+    def _on_soft_fence(self, ev: m.SoftFenceResult) -> set[str] | None:
+        rec = self.hosts.get(ev.host)
+        if rec is not None:
+            self.machine.on_soft_fence(rec, ev)
+        return {ev.host}
+
+    def _on_fence_step(self, ev: m.FenceStepResult) -> set[str] | None:
+        rec = self.hosts.get(ev.host)
+        if rec is not None:
+            self.machine.on_fence_step(rec, ev)
+        return {ev.host}
+
+    def _on_confirmation(self, ev: m.ConfirmationObserved) -> set[str] | None:
+        self._confirmation(ev)
+        return {ev.spec.host_ref.name}
+
+    def _on_started(self, ev: m.OperatorStarted) -> set[str] | None:
+        self.quiet_until = ev.now + self.settings.startup_quiet_period
         return None
+
+    def _on_host(self, ev: m.HostObserved) -> set[str] | None:
+        rec = self.hosts.get(ev.name)
+        orphan = None
+        if rec is None:
+            rec = self.hosts[ev.name] = HostRecord(name=ev.name, spec=ev.spec)
+            if ev.status is not None and ev.status.phase is not None:
+                restore_host(rec, ev.status)
+                self._rerelease(rec, ev.now)
+            else:
+                rec.phase_since = ev.now
+                self._dirty_hosts.add(ev.name)
+            orphan = self._orphan_leases.pop(ev.name, None)
+        capacity_grew = rec.spec.capacity != ev.spec.capacity or rec.labels != ev.labels
+        rec.spec = ev.spec
+        rec.labels = dict(ev.labels)
+        if capacity_grew:
+            self.vmbook.retry_now(rec.spec.cluster, ev.now)
+        if orphan is not None:
+            self._lease(orphan)
+        return {ev.name}
+
+    def _on_host_deleted(self, ev: m.HostDeleted) -> set[str] | None:
+        self.hosts.pop(ev.name, None)
+        self._dirty_hosts.discard(ev.name)
+        self._unwritten.pop(("Host", ev.name), None)
+        self._orphan_leases.pop(ev.name, None)
+        return None
+
+    def _on_agent(self, ev: m.FenceAgentObserved) -> set[str] | None:
+        self.agents[ev.name] = fp.AgentRef(
+            ev.name,
+            ev.spec.host_ref.name,
+            ev.spec.order,
+            ev.spec.type,
+            float(ev.spec.timeout_seconds),
+            float(ev.spec.power_wait_seconds),
+        )
+        host = self.hosts.get(ev.spec.host_ref.name)
+        if host is not None and host.phase is Phase.ISOLATED and host.next_retry is None:
+            host.next_retry = ev.now  # power management appeared: try it
+        return None
+
+    def _on_agent_deleted(self, ev: m.FenceAgentDeleted) -> set[str] | None:
+        self.agents.pop(ev.name, None)
+        return None
+
+    def _on_vm_deleted(self, ev: m.VMDeleted) -> set[str] | None:
+        self._unwritten.pop(("HAVirtualMachine", ev.name), None)
+        cluster = self.vmbook.delete(ev.name)
+        if cluster is not None:
+            self.vmbook.retry_now(cluster, ev.now)
+        return None
+
+    def _on_write_failed(self, ev: m.WriteFailed) -> set[str] | None:
+        key = (ev.kind, ev.name)
+        failures, _, placement = self._unwritten.get(key, (0, 0.0, False))
+        failures += 1
+        self._unwritten[key] = (
+            failures,
+            ev.now + self.settings.write_retry_delay(failures),
+            placement or ev.placement_changed,
+        )
+        return set()
+
+    def _on_write_landed(self, ev: m.WriteLanded) -> set[str] | None:
+        key = (ev.kind, ev.name)
+        entry = self._unwritten.get(key)
+        if entry is not None and entry[1] == math.inf:
+            del self._unwritten[key]  # the retry that was in flight landed
+        elif entry is not None:
+            # An older write landed while a newer one waits for its retry: the failure
+            # count restarts, the retry stays.
+            self._unwritten[key] = (0, entry[1], entry[2])
+        if ev.kind == "HAVirtualMachine":
+            self.vmbook.written(ev.name, ev.resource_version, ev.host, ev.epoch)
+        return set()
+
+    def _retry_writes(self, now: float) -> None:
+        """Issue again, from the current state, every failed write whose backoff ended."""
+        for key, (failures, at, placement) in sorted(self._unwritten.items()):
+            if at > now:
+                continue
+            kind, name = key
+            if kind == "Host" and name in self.hosts:
+                self._dirty_hosts.add(name)
+            elif kind == "FenceConfirmation" and name in self.confirmations:
+                self._dirty_confirmations.add(name)
+            elif kind == "HAVirtualMachine" and name in self.vmbook.vms:
+                self.vmbook.dirty[name] = self.vmbook.dirty.get(name, False) or placement
+            else:
+                del self._unwritten[key]
+                continue
+            # In flight: no second retry until this one is reported on.
+            self._unwritten[key] = (failures, math.inf, placement)
 
     def _lease(self, ev: m.LeaseObserved) -> None:
         rec = self.hosts.get(ev.host)
@@ -188,10 +299,15 @@ class Engine:
         if not rec.lease_fresh(ev.now):
             rec.fresh_since = ev.now  # a gap (or first sight): freshness starts again
         if not rec.lease_seen:
-            # First sight (also after a restart): the agent's clock, never beyond ours.
-            rec.renewed_at = min(ev.renew_time, ev.now)
+            # First sight (also after a restart): fresh for one duration from now, as
+            # client-go judges a leader lease it has just met; the agent's renewTime is
+            # another machine's clock and is never compared with ours.  A host restored
+            # in an outage is not "back" on that: only a renewal seen later says so.
+            rec.renewed_at = ev.now
+            rec.renewal_seen = rec.phase not in OUTAGE_PHASES and rec.phase not in RELEASED_PHASES
         elif changed:
             rec.renewed_at = ev.now
+            rec.renewal_seen = True
         written = rec.heartbeat_written
         if ev.boot_id != rec.boot_id or (
             changed
@@ -299,6 +415,9 @@ class Engine:
 
     def quiet(self, now: float) -> bool:
         return self.quiet_until is not None and now < self.quiet_until
+
+    def agent_refs(self, names: tuple[str, ...]) -> tuple[fp.AgentRef | None, ...]:
+        return tuple(self.agents.get(n) for n in names)
 
     def levels(self, host: str) -> tuple[fp.Level, ...]:
         rec = self.hosts.get(host)
@@ -433,7 +552,16 @@ class Engine:
         for name, placed in sorted(self.vmbook.dirty.items()):
             vm = self.vmbook.vms.get(name)
             if vm is not None:
-                out.append(m.WriteVMStatus(name, vm_status(vm), placed))
+                out.append(
+                    m.WriteVMStatus(
+                        name,
+                        vm_status(vm),
+                        placed,
+                        vm.resource_version,
+                        vm.view_host,
+                        vm.view_epoch,
+                    )
+                )
         self._dirty_hosts.clear()
         self._dirty_confirmations.clear()
         self.vmbook.dirty.clear()

@@ -26,6 +26,8 @@ class AgentRef:
     host: str
     order: int
     agent_type: str
+    timeout: float = 20.0  # spec.timeoutSeconds: one request
+    power_wait: float = 60.0  # spec.powerWaitSeconds: polling for off/on to settle
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,24 @@
-"""One host's escalation: which trigger an input amounts to, and the table's effects.
+"""One host's escalation: the table's effects, the steps, and their results.
 
 The phases and their transitions live in ``transitions.py``; this module never sets a
-phase itself, it fires triggers.  Everything outside one host (the other hosts, the VMs,
-the fencing policies, emitting actions) comes through ``HostContext``.
+phase itself, it fires triggers.  Which trigger the heartbeat and the passing of time
+amount to is ``triggers.py``, which drives this machine (it imports this module; this
+one never imports it).  Everything outside one host (the other hosts, the VMs, the
+fencing policies, emitting actions) comes through ``HostContext``.
+
+Every operation issued gets a deadline (``deadlines.py``); one that passes without a
+result is a failure like any other (``expire``).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
+from hafence.core import deadlines, isolation
 from hafence.core import fencing_plan as fp
-from hafence.core import isolation, triggers
+from hafence.core.fencing_plan import FENCE_STEPS
 from hafence.core.messages import (
     Action,
     CheckPower,
@@ -20,6 +27,7 @@ from hafence.core.messages import (
     RunFenceStep,
     SoftFence,
     SoftFenceResult,
+    StepTimedOut,
 )
 from hafence.core.policy import Settings
 from hafence.core.records import HostRecord
@@ -30,7 +38,7 @@ from hafence.core.transitions import (
     lookup,
 )
 
-FENCE_STEPS = ("status", "off", "verify", "on")
+FIRED_KEPT = 256  # transitions remembered for tests: a bounded window, not a log
 
 
 class HostContext(Protocol):
@@ -42,6 +50,7 @@ class HostContext(Protocol):
 
     def quiet(self, now: float) -> bool: ...
     def levels(self, host: str) -> tuple[fp.Level, ...]: ...
+    def agent_refs(self, names: tuple[str, ...]) -> tuple[fp.AgentRef | None, ...]: ...
     def vm_count(self, host: str) -> int: ...
     def fence_hold(self, rec: HostRecord, now: float) -> tuple[str, str] | None: ...
     def proxies(self, rec: HostRecord) -> tuple[str, ...]: ...
@@ -64,7 +73,8 @@ class HostContext(Protocol):
 class HostMachine:
     def __init__(self, ctx: HostContext) -> None:
         self.ctx = ctx
-        self.fired: list[tuple[str, Transition]] = []  # for tests: every transition taken
+        # For tests: the latest transitions taken (bounded: the operator runs for months).
+        self.fired: deque[tuple[str, Transition]] = deque(maxlen=FIRED_KEPT)
 
     # ------------------------------------------------------------ the table
 
@@ -139,10 +149,22 @@ class HostMachine:
             rec.level_index = 0
             rec.next_retry = None
             rec.held = None
+            rec.off_sent = rec.heartbeat_deferred = False
             self._start_level(rec, now)
         elif name == "fence_next_level":
             rec.level_index += 1
+            rec.off_sent = rec.heartbeat_deferred = False
             self._start_level(rec, now)
+        elif name == "defer_heartbeat":
+            rec.heartbeat_deferred = True
+            ctx.event(
+                rec.name,
+                "HeartbeatDuringFence",
+                f'heartbeat (boot ID {rec.boot_id}) after "off" was sent: the fence '
+                "operation completes (verify off, release, power on); the host is judged "
+                "by the boot ID it renews with after the power-on",
+                "Warning",
+            )
         elif name == "release_vms":
             rec.proof = proof
             ctx.release_vms(rec, proof, now)
@@ -160,9 +182,9 @@ class HostMachine:
             rec.step, rec.step_pending = None, False
             rec.next_retry = now  # every evaluation asks the policy again
         elif name == "abandon_ops":
-            rec.op_id = None
+            rec.op_id = rec.op_deadline = None
             rec.step = None
-            rec.step_pending = False
+            rec.step_pending = rec.off_sent = rec.heartbeat_deferred = False
             rec.next_retry = None
         else:  # pragma: no cover - the table names only the effects above
             raise AssertionError(f"unknown effect {name}")
@@ -195,7 +217,7 @@ class HostMachine:
         rec.step = step
         rec.step_since = now
         rec.step_pending = True
-        rec.op_id = None
+        rec.op_id = rec.op_deadline = None
         self.ctx.dirty_host(rec.name)
         self.issue(rec, now)
 
@@ -203,22 +225,36 @@ class HostMachine:
         """Send the current step's action unless one is in flight or a rule holds it."""
         if not rec.step_pending or rec.op_id is not None or rec.step is None:
             return
-        if self.ctx.quiet(now) or rec.lease_fresh(now):  # S5: never touch a fresh host
+        if self.ctx.quiet(now):
+            return
+        if rec.step == "on" and rec.next_retry is not None and now < rec.next_retry:
+            return  # a power-on that failed waits for its retry
+        # S5: never touch a host with a fresh lease -- except to finish a fence whose
+        # "off" was sent (verify it, power the host back on): neither disrupts anything.
+        if rec.lease_fresh(now) and not (rec.off_sent and rec.step in ("verify", "on")):
             return
         assert rec.outage_id is not None
         rec.op_seq += 1
         op = f"{rec.outage_id}/{rec.attempt}/{rec.step}/{rec.op_seq}"
         levels = self.ctx.levels(rec.name)
+        settings = self.ctx.settings
         if rec.step == "power-status":
             if not levels:
                 rec.step_pending = False
                 self.fire(rec, Trigger.POWER_ON, now)
                 return
-            self.ctx.act(
-                CheckPower(rec.name, op, rec.outage_id, levels[0].agents, self.ctx.proxies(rec))
+            proxies = self.ctx.proxies(rec)
+            agents = levels[0].agents
+            budget = deadlines.fence_budget(
+                settings, self.ctx.agent_refs(agents), "status", len(proxies)
             )
+            self.ctx.act(CheckPower(rec.name, op, rec.outage_id, agents, proxies, budget))
         elif rec.step == "soft-fence":
-            self.ctx.act(SoftFence(rec.name, op, rec.outage_id))
+            ssh = rec.spec.ssh
+            budget = deadlines.soft_fence_budget(
+                settings, float(ssh.timeout_seconds) if ssh is not None else 0.0
+            )
+            self.ctx.act(SoftFence(rec.name, op, rec.outage_id, budget))
         elif rec.step in FENCE_STEPS:
             if rec.level_index >= len(levels):
                 rec.step_pending = False
@@ -227,11 +263,17 @@ class HostMachine:
                 self._level_failed(rec, now, "the level's fence agents are gone")
                 return
             lv = levels[rec.level_index]
-            step: fp.FenceStep = rec.step  # type: ignore[assignment]
+            step: fp.FenceStep = rec.step
             operation: Literal["status", "off", "on"] = (
                 "status" if step in ("status", "verify") else step  # type: ignore[assignment]
             )
             rec.agent = ",".join(lv.agents)
+            proxies = self.ctx.proxies(rec)
+            budget = deadlines.fence_budget(
+                settings, self.ctx.agent_refs(lv.agents), operation, len(proxies)
+            )
+            if step == "off":
+                rec.off_sent = True
             self.ctx.act(
                 RunFenceStep(
                     rec.name,
@@ -242,15 +284,40 @@ class HostMachine:
                     step,
                     operation,
                     lv.agents,
-                    self.ctx.proxies(rec),
+                    proxies,
+                    budget,
                 )
             )
         else:
             return
         rec.op_id = op
+        rec.op_timeout = budget
+        rec.op_deadline = deadlines.deadline(settings, now, budget)
         rec.step_since = now
         rec.last_result = "pending"
         self.ctx.dirty_host(rec.name)
+
+    def expire(self, rec: HostRecord, now: float) -> None:
+        """The operation in flight passed its deadline without a result: it failed."""
+        if rec.op_id is None or rec.op_deadline is None or now < rec.op_deadline:
+            return
+        op, step = rec.op_id, rec.step or ""
+        why = f"no result within {rec.op_timeout + self.ctx.settings.step_margin:g}s"
+        self.ctx.event(rec.name, "StepTimedOut", f"{step}: {why}: treated as failed", "Warning")
+        levels = self.ctx.levels(rec.name)
+        if step == "power-status":
+            agents = levels[0].agents if levels else ()
+            self.ctx.act(StepTimedOut(rec.name, op, step, agents, "status"))
+            self.on_power_status(rec, PowerStatusResult(now, rec.name, op, "unknown", why))
+        elif step == "soft-fence":
+            self.ctx.act(StepTimedOut(rec.name, op, step, (), "soft-fence"))
+            self.on_soft_fence(rec, SoftFenceResult(now, rec.name, op, False, f"timed out: {why}"))
+        else:
+            agents = levels[rec.level_index].agents if rec.level_index < len(levels) else ()
+            operation = "status" if step in ("status", "verify") else step
+            self.ctx.act(StepTimedOut(rec.name, op, step, agents, operation))
+            results = {a: fp.AgentResult("error", f"timed out: {why}") for a in agents}
+            self.on_fence_step(rec, FenceStepResult(now, rec.name, op, results))
 
     # ------------------------------------------------------------ results
 
@@ -259,7 +326,7 @@ class HostMachine:
             # Stale (an abandoned operation, one from before a restart) or the answer
             # to another kind of action: ignored.
             return False
-        rec.op_id = None
+        rec.op_id = rec.op_deadline = None
         rec.step_pending = False
         self.ctx.dirty_host(rec.name)
         return True
@@ -295,6 +362,14 @@ class HostMachine:
         if not self._take(rec, ev.op_id, FENCE_STEPS):
             return
         now = ev.now
+        if not ev.sent:
+            # The shell saw a renewal first and ran nothing: nothing was switched, so
+            # nothing is committed; the step is issued again if the core still wants it.
+            rec.step_pending = True
+            if rec.step == "off":
+                rec.off_sent = False
+            rec.last_result = "not run: " + fp.describe(ev.results, tuple(ev.results))
+            return
         levels = self.ctx.levels(rec.name)
         if rec.level_index >= len(levels):
             self._level_failed(rec, now, "the level's fence agents are gone")
@@ -307,14 +382,22 @@ class HostMachine:
         if step in ("status", "verify"):
             rec.power_state = fp.status_verdict(ev.results, agents)
         if step == "on":
+            # Only a renewal seen from now on says how the host came back (by its boot
+            # ID): the lease may still be fresh from before the power was cut.
+            rec.renewal_seen = False
             if ok:
                 rec.power_state = "on"
                 self.ctx.event(rec.name, "PowerOnSucceeded", f"powered on: {desc}")
             else:
+                # The operation completes: "on" is tried again on the fence retry
+                # schedule until it works or the host comes back by other means.
+                delay = self.ctx.settings.fence_retry_delay(rec.attempt)
+                rec.step_pending = True
+                rec.next_retry = now + delay
                 self.ctx.event(
                     rec.name,
                     "PowerOnFailed",
-                    f"power on failed ({desc}); the host stays off",
+                    f"power on failed ({desc}); the host stays off, power on again in {delay:g}s",
                     "Warning",
                 )
             return
@@ -334,6 +417,9 @@ class HostMachine:
 
     def _level_failed(self, rec: HostRecord, now: float, why: str) -> None:
         levels = self.ctx.levels(rec.name)
+        # The operation at this level is over: a heartbeat counts again (a host whose
+        # "off" did not take is alive).
+        rec.off_sent = rec.heartbeat_deferred = False
         self.ctx.event(
             rec.name,
             "FenceOperationFailed",
@@ -346,10 +432,6 @@ class HostMachine:
             self.fire(rec, Trigger.ALL_LEVELS_FAILED, now)
 
     # ------------------------------------------------------------ time and heartbeats
-
-    def evaluate(self, rec: HostRecord, now: float) -> None:
-        """Fire whatever the host's inputs and ``now`` call for (see ``triggers.py``)."""
-        triggers.evaluate(self, rec, now)
 
     def hold(self, rec: HostRecord, reason: str, message: str) -> None:
         """Report once per reason why escalation waits."""

@@ -1,8 +1,12 @@
 """What goes into the core (inputs) and what comes out (actions).
 
 Every input carries ``now``: seconds since the Unix epoch as the *caller's* clock says
-(the core never reads one).  Times inside inputs (lease renew time, creation time) are
-seconds since the epoch too; ``hafence.core.persist`` converts to and from datetimes.
+(the core never reads one).  The operator passes a clock that never steps (its monotonic
+clock anchored to the wall clock once at start-up, ``controller/clock.py``), so every
+duration the core measures between two inputs is real elapsed time.  Times inside inputs
+(lease renew time, creation time) are seconds since the epoch as another machine wrote
+them: the core compares them only with each other (a renewal is "a renew time that
+changed"), never with ``now``; ``hafence.core.persist`` converts to and from datetimes.
 
 Proxy candidates in fence actions are names: ``"operator"`` (run the agent from the
 operator itself) or the name of a healthy Host to run it on over SSH, in preference order.
@@ -70,6 +74,9 @@ class VMObserved:
     name: str
     spec: HAVirtualMachineSpec
     status: HAVirtualMachineStatus | None = None
+    # metadata.resourceVersion of the object observed: placement writes decided on this
+    # view carry it as their precondition (S2).
+    resource_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,39 @@ class FenceStepResult:
     host: str
     op_id: str
     results: Mapping[str, AgentResult]
+    # False: the shell did not run the step at all (its last look at the Lease showed a
+    # renewal the core had not seen; that renewal was fed first).  The step is issued
+    # again if the core still wants it, and an "off" not sent commits nothing.
+    sent: bool = True
+
+
+WriteKind = Literal["Host", "HAVirtualMachine", "FenceConfirmation"]
+
+
+@dataclass(frozen=True)
+class WriteFailed:
+    """A status write the core emitted did not land (a transient API error, a lost
+    connection, a placement that kept conflicting).  The core issues it again, from its
+    current state, after a bounded backoff (``Settings.write_retry_delay``)."""
+
+    now: float
+    kind: WriteKind
+    name: str
+    placement_changed: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class WriteLanded:
+    """A status write landed; ``resource_version`` is the object's new one (for a VM,
+    with the placement the write carried: the core's view is now that object)."""
+
+    now: float
+    kind: WriteKind
+    name: str
+    resource_version: str = ""
+    host: str | None = None
+    epoch: int = 0
 
 
 Input = (
@@ -163,6 +203,8 @@ Input = (
     | PowerStatusResult
     | SoftFenceResult
     | FenceStepResult
+    | WriteFailed
+    | WriteLanded
 )
 
 # ---------------------------------------------------------------- actions
@@ -177,6 +219,9 @@ class CheckPower:
     outage_id: str
     agents: tuple[str, ...]
     proxies: tuple[str, ...]
+    # Seconds the shell may spend on it (``core/deadlines.py``); past them it answers
+    # with a timeout failure.  The core's own deadline is this plus a margin.
+    timeout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -186,6 +231,7 @@ class SoftFence:
     host: str
     op_id: str
     outage_id: str
+    timeout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +248,20 @@ class RunFenceStep:
     operation: Literal["status", "off", "on"]
     agents: tuple[str, ...]
     proxies: tuple[str, ...]
+    timeout: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepTimedOut:
+    """The core's deadline for an operation passed without a result: the core went on as
+    if it had failed.  The shell stops whatever still runs for it and counts the
+    timeout (metric result "timeout")."""
+
+    host: str
+    op_id: str
+    step: str
+    agents: tuple[str, ...]
+    operation: str
 
 
 @dataclass(frozen=True)
@@ -253,12 +313,19 @@ class WriteHostStatus:
 @dataclass(frozen=True)
 class WriteVMStatus:
     """The operator-owned fields of the VM's status (``runtime`` is left None: the
-    agent's).  ``placement_changed``: host/epoch changed, write with a resourceVersion
-    precondition and retry on conflict after re-reading (the conflict is the agent)."""
+    agent's).  ``placement_changed``: host/epoch changed, write with the view's
+    resourceVersion as precondition; on conflict re-read: an unchanged placement means
+    the conflict was the agent's runtime report (retry), a changed one another writer."""
 
     vm: str
     status: HAVirtualMachineStatus
     placement_changed: bool
+    # The object the decision was made on (the core's view): the precondition, and the
+    # placement it had, which tells the agent's runtime report (retry) from another
+    # writer of the placement (S2: stop).
+    resource_version: str = ""
+    view_host: str | None = None
+    view_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -271,6 +338,7 @@ Action = (
     CheckPower
     | SoftFence
     | RunFenceStep
+    | StepTimedOut
     | ReleaseVMs
     | PlaceVM
     | EmitEvent

@@ -53,7 +53,16 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
             since=to_datetime(rec.step_since),
             next_retry_time=to_datetime(rec.next_retry),
         )
-    conditions = []
+    phase = rec.phase.value
+    # Only an Up host takes VMs: the condition tools wait on (kubectl wait).
+    conditions = [
+        Condition(
+            type="Available",
+            status="True" if rec.phase is Phase.UP else "False",
+            reason=phase,
+            message=f"host is {phase}",
+        )
+    ]
     if rec.held is not None and rec.outage_id is not None:
         # Why escalation waits, on the Host itself: Events expire, this stays while true.
         conditions.append(
@@ -74,7 +83,7 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
             )
         )
     return HostStatus(
-        phase=rec.phase.value,
+        phase=phase,
         phase_since=to_datetime(rec.phase_since),
         last_heartbeat_time=to_datetime(rec.renew_time),
         boot_id=rec.boot_id,
@@ -112,6 +121,10 @@ def restore_host(rec: HostRecord, status: HostStatus) -> None:
         step = "soft-fence-wait"
     rec.step = step
     rec.step_pending = f.last_result == "pending"
+    # A verify (or the power-on after it) was under way: the "off" had been sent, so the
+    # operation completes.  An "off" still pending may or may not have been sent; a
+    # heartbeat then means the host is alive (S5 holds the "off" until it expires).
+    rec.off_sent = step == "verify" or (rec.phase is Phase.REBOOTING and step == "on")
 
 
 def vm_status(rec: VMRecord) -> HAVirtualMachineStatus:

@@ -70,6 +70,13 @@ class Settings:
     heartbeat_status_interval: float = 60.0
     # How many proxy hosts of each kind a fence action offers the shell.
     max_proxy_candidates: int = 3
+    # Added to every operation's own timeouts (``core/deadlines.py``): the shell's work
+    # around a device call.  The core waits that long again before it gives up on a
+    # shell that never answered.
+    step_margin: float = 5.0
+    # A status write that failed is issued again after base * 2**(failures-1), capped.
+    write_retry_base: float = 0.25
+    write_retry_max: float = 5.0
     default_cluster_policy: ClusterPolicy = field(default_factory=ClusterPolicy)
     cluster_policies: Mapping[str, ClusterPolicy] = field(default_factory=dict)
 
@@ -84,6 +91,9 @@ class Settings:
             "vm_retry_slow_interval",
             "self_fence_safety_margin",
             "failed_restart_reset",
+            "step_margin",
+            "write_retry_base",
+            "write_retry_max",
         ):
             value = getattr(self, name)
             if value < 0:
@@ -127,6 +137,10 @@ class Settings:
         """Delay before fencing attempt ``attempt + 1`` of an Isolated host."""
         delay = self.fence_retry_base * self.fence_retry_factor ** max(attempt - 1, 0)
         return min(delay, self.fence_retry_max)
+
+    def write_retry_delay(self, failures: int) -> float:
+        """Delay before issuing again a status write that failed ``failures`` times."""
+        return min(self.write_retry_base * 2.0 ** max(failures - 1, 0), self.write_retry_max)
 
     def failed_restart_delay(self, restarts: int) -> float:
         """Delay before failure restart number ``restarts`` (1-based): the first at once

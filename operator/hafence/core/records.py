@@ -20,11 +20,17 @@ class HostRecord:
     labels: dict[str, str] = field(default_factory=dict)
     phase: Phase = Phase.PENDING
     phase_since: float | None = None
-    # The lease, as seen.  `renewed_at` is the operator-side time of the last renewal
-    # (the time a change was observed), so agent clock skew cannot stretch freshness.
+    # The lease, as seen.  `renewed_at` is the operator-side time of the last renewal:
+    # when a change of renewTime was observed, or the first sight of the lease (client-go's
+    # leader-lease rule), so neither agent clock skew nor a step of anybody's wall clock
+    # can stretch or shorten freshness.  `renewal_seen`: a renewal this operator observed
+    # counts as a heartbeat; the first sight of the lease of a host restored in an outage
+    # does not (it keeps the host from being fenced for a lease duration, S5, and that is
+    # all it proves).
     lease_seen: bool = False
     renew_time: float | None = None
     renewed_at: float | None = None
+    renewal_seen: bool = False
     lease_duration: float = 0.0
     boot_id: str | None = None
     # Since when the lease has been fresh without a gap (operator time; None: not yet).
@@ -50,6 +56,15 @@ class HostRecord:
     step_pending: bool = False  # the step still needs its result: (re)issue it
     op_id: str | None = None  # the operation in flight, if any
     op_seq: int = 0
+    # When the operation in flight counts as timed out (issue time + the shell's budget
+    # + a margin) and that budget, for the message.  Never persisted: after a restart
+    # nothing is in flight.
+    op_deadline: float | None = None
+    op_timeout: float = 0.0
+    # An "off" was issued at the current level: from then on the operation completes
+    # (verify off, release, power on) whatever heartbeat arrives meanwhile.
+    off_sent: bool = False
+    heartbeat_deferred: bool = False  # a heartbeat arrived meanwhile (reported once)
     last_result: str | None = None
     agent: str | None = None
     proxy: str | None = None
@@ -74,7 +89,23 @@ class HostRecord:
         self.attempt = self.level_index = 0
         self.step = self.step_since = self.op_id = self.last_result = None
         self.agent = self.proxy = self.next_retry = self.held = self.held_message = None
-        self.step_pending = False
+        self.op_deadline = None
+        self.step_pending = self.off_sent = self.heartbeat_deferred = False
+
+    def fence_committed(self) -> bool:
+        """An "off" may have reached a device and the operation (verify, power on) is not
+        finished: a heartbeat now is judged after it, not acted on.  Once off is verified,
+        a new boot ID already says the host came back (the power-on is moot)."""
+        if self.phase is Phase.FENCING:
+            return self.off_sent and self.step in ("off", "verify")
+        if self.phase is Phase.REBOOTING:
+            return (
+                self.off_sent
+                and self.step == "on"
+                and self.step_pending
+                and self.boot_id == self.boot_id_at_outage
+            )
+        return False
 
 
 @dataclass
@@ -103,6 +134,11 @@ class VMRecord:
     running_since: float | None = None
     # The host the VM just failed on: not a candidate for the next placement try.
     avoid: str | None = None
+    # The core's view of the object: its resourceVersion and the operator-owned placement
+    # it had (from the last observation or the last write of ours that landed).
+    resource_version: str = ""
+    view_host: str | None = None
+    view_epoch: int = 0
 
     @property
     def cluster(self) -> str:

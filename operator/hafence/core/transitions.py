@@ -23,6 +23,8 @@ Effects are names, interpreted by ``host.py``/``engine.py``:
   confirmation command; ``schedule_retry``: next fencing attempt;
   ``retry_when_allowed``: fence as soon as the policy that skipped it allows
 - ``abandon_ops``: forget any operation in flight
+- ``defer_heartbeat``: a heartbeat after "off" was sent: recorded (event), the operation
+  goes on (verify off, release, power on) and the host is judged afterwards by boot ID
 - ``note_reboot``: event HostRebooted (the host's VMs restart where they are placed)
 """
 
@@ -50,6 +52,8 @@ class Phase(StrEnum):
 class Trigger(StrEnum):
     HEARTBEAT = "heartbeat"  # lease fresh and agent ready, same boot ID as at outage start
     HEARTBEAT_REBOOTED = "heartbeat_rebooted"  # ... with a new boot ID: a real reboot
+    # ... while a fence whose "off" was sent is not finished (verify, power on)
+    HEARTBEAT_DURING_FENCE = "heartbeat_during_fence"
     LEASE_EXPIRED = "lease_expired"
     GRACE_OVER = "grace_over"
     POWER_OFF = "power_off"  # power-status check said off: soft fencing skipped
@@ -113,6 +117,11 @@ def _rows() -> Iterable[Transition]:
         P.FENCING, T.ALL_LEVELS_FAILED, P.ISOLATED, ("alert_isolated", "schedule_retry")
     )
     yield Transition(P.ISOLATED, T.RETRY_DUE, P.FENCING, ("fence_first_level",))
+    # Once "off" may have reached a device, abandoning the operation could leave a host
+    # powered off with its VMs shown Running there and never powered on again: it
+    # completes, and the heartbeat is judged after the power-on.
+    yield Transition(P.FENCING, T.HEARTBEAT_DURING_FENCE, P.FENCING, ("defer_heartbeat",))
+    yield Transition(P.REBOOTING, T.HEARTBEAT_DURING_FENCE, P.REBOOTING, ("defer_heartbeat",))
     for src in sorted(OUTAGE_PHASES):
         back = ("vms_back", "abandon_ops", "end_outage")
         yield Transition(src, T.HEARTBEAT, P.UP, back)

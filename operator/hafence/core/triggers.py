@@ -1,7 +1,8 @@
 """Which trigger a host's heartbeat and the passing of time amount to.
 
 Called for a host after every input that concerns it and on every tick.  It only fires
-triggers on the machine (``host.py``), which applies the transitions table.
+triggers on the machine (``host.py``), which applies the transitions table.  The
+dependency goes one way: this module drives ``host.py``, never the reverse.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def evaluate(m: HostMachine, rec: HostRecord, now: float) -> None:
     """Fire whatever the inputs and ``now`` call for, until the phase settles (so a host
     does not wait a tick between, say, NonResponsive and Fencing)."""
     _repair(rec, now)
+    m.expire(rec, now)  # every step ends: a deadline passed is a failed step
     for _ in range(len(Phase)):
         before = rec.phase
         _once(m, rec, now)
@@ -115,8 +117,14 @@ def _once(m: HostMachine, rec: HostRecord, now: float) -> None:
         return
     if rec.phase is Phase.MAINTENANCE:
         return
-    if fresh:
-        _heartbeat(m, rec, now)
+    if fresh and rec.fence_committed():
+        # "off" was sent: the operation completes whatever this heartbeat means; it is
+        # recorded now and judged after the power-on (a renewal with a new boot ID).
+        if rec.renewal_seen and not rec.heartbeat_deferred:
+            m.fire(rec, Trigger.HEARTBEAT_DURING_FENCE, now)
+    elif fresh:
+        if rec.renewal_seen:
+            _heartbeat(m, rec, now)
         return
     if not rec.lease_seen:
         return

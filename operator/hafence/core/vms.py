@@ -74,12 +74,21 @@ class VMBook:
         spec: HAVirtualMachineSpec,
         status: HAVirtualMachineStatus | None,
         hosts: Mapping[str, HostRecord],
+        resource_version: str = "",
     ) -> None:
         rec = self.vms.get(name)
+        if rec is not None and resource_version:
+            # The view a placement decision is made on: this object (S2 precondition).
+            rec.resource_version = resource_version
+            if status is not None:
+                rec.view_host, rec.view_epoch = status.host, status.placement_epoch
         if rec is None:
             rec = self.vms[name] = VMRecord(name=name, spec=spec)
             self.wake = True
             self.pending.add(name)
+            rec.resource_version = resource_version
+            if status is not None:
+                rec.view_host, rec.view_epoch = status.host, status.placement_epoch
             if status is not None and status.phase is not None:
                 restore_vm(rec, status)
                 self._index(rec)
@@ -112,6 +121,13 @@ class VMBook:
             rec.next_placement = now
             self.wake = True
             self._dirty(rec)
+
+    def written(self, name: str, resource_version: str, host: str | None, epoch: int) -> None:
+        """A status write of ours landed: the object as it now is becomes the view."""
+        rec = self.vms.get(name)
+        if rec is not None and resource_version:
+            rec.resource_version = resource_version
+            rec.view_host, rec.view_epoch = host, epoch
 
     def delete(self, name: str) -> str | None:
         rec = self.vms.pop(name, None)

@@ -1,7 +1,8 @@
 """One operation on a concurrent group of agents at once, with oVirt's rules.
 
 A concurrent group is the agents of one host sharing an ``order`` (two PDUs feeding
-two power supplies).  Rules:
+two power supplies).  The rules are the core's (``hafence.core.fencing_plan``), applied
+here to the drivers' answers:
 
 - ``off`` succeeds only when every agent reports off (one live supply keeps the host up);
 - ``on`` succeeds when any agent reports on;
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hafence.core import fencing_plan as fp
 from hafence.fencing.errors import FenceError
 from hafence.fencing.protocol import FenceDriver, FenceResult, Operation, PowerState
 
@@ -65,20 +67,20 @@ def _combine(
     errors: list[tuple[str, FenceError]],
     elapsed: float,
 ) -> GroupResult:
-    states = [r.power_state for r in results]
+    """The group verdict, by the core's rules (``core/fencing_plan.py``, written once)."""
+    answers: dict[str, fp.AgentResult] = {
+        r.agent: fp.AgentResult(r.power_state if r.power_state in ("on", "off") else "error")
+        for r in results
+    }
+    answers.update({name: fp.AgentResult("error", str(err)) for name, err in errors})
+    names = list(answers)
+    seen = fp.status_verdict(answers, names)
+    state: PowerState = seen
     if operation == "off":
-        ok = not errors and all(s == "off" for s in states)
-        state: PowerState = "off" if ok else ("on" if "on" in states else "unknown")
+        ok = fp.off_succeeded(answers, names)
     elif operation in ("on", "reboot"):
-        ok = "on" in states
-        state = "on" if ok else ("off" if states and not errors else "unknown")
-    else:  # status, test
-        if "on" in states:
-            state = "on"
-        elif states and not errors:
-            state = "off"
-        else:
-            state = "unknown"
+        ok = fp.on_succeeded(answers, names)
+    else:  # status, test: any answer is a result
         ok = bool(results)
     return GroupResult(operation, ok, state, elapsed, results, errors)
 

@@ -34,10 +34,12 @@ class ResolvedAgent:
 def _secret(api: Api, namespace: str, name: str, *keys: str) -> tuple[bytes, ...]:
     try:
         return api.secret_values(namespace, name, *keys)
-    except SecretError as exc:
-        raise ConfigError(str(exc)) from None
     except KubeError as exc:
-        raise ConfigError(f"Secret {namespace}/{name}: {exc}") from None
+        if exc.transient:  # the API server did not answer: the caller may try again
+            raise
+        if not isinstance(exc, SecretError):
+            raise ConfigError(f"Secret {namespace}/{name}: {exc}") from None
+        raise ConfigError(str(exc)) from None
 
 
 def load_credentials(api: Api, namespace: str, spec: FenceAgentSpec) -> Credentials | None:

@@ -12,7 +12,18 @@ from hafence.kube.client import (
     KubeError,
     NotFound,
     SecretError,
+    Unavailable,
+    call,
     load_api,
 )
 
-__all__ = ["Api", "Conflict", "KubeError", "NotFound", "SecretError", "load_api"]
+__all__ = [
+    "Api",
+    "Conflict",
+    "KubeError",
+    "NotFound",
+    "SecretError",
+    "Unavailable",
+    "call",
+    "load_api",
+]

@@ -1,29 +1,55 @@
 """The API-server client: our kinds, Leases and Secrets, with typed errors.
 
+Every failure of a call comes out of this module as a ``KubeError`` -- an HTTP status,
+a refused or reset connection, a read timeout, a TLS failure, urllib3's
+``MaxRetryError``/``ProtocolError``, a socket error -- never as the client library's
+own exception.  Each says whether trying again may help (``transient``): callers own
+the retry policy (bounded backoff, or giving the failure to the core as an input), this
+module never retries.
+
 Errors::
 
     KubeError            any failed call (message names the object, never a Secret value)
-    ├── NotFound         404
+    │                    .status: the HTTP status, None when there was no response
+    │                    .transient: True when the same call may succeed later
+    ├── NotFound         404 (permanent)
     ├── Conflict         409: a resourceVersion precondition or create race lost
+    │                    (permanent for that precondition: re-read, then decide)
+    ├── Unavailable      no answer, or one that says "later" (transient): connection
+    │                    refused/reset, read timeout, TLS, protocol errors, 408, 429, 5xx
     └── SecretError      a referenced Secret or key is missing or unreadable
+                         (transient when the read failed for one of Unavailable's reasons)
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from typing import Any
+import builtins
+import http.client
+import json
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+import urllib3.exceptions
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from hafence.api import GROUP, KINDS, VERSION, Kind
 
+T = TypeVar("T")
+# Statuses that say "not now" rather than "never": timeout, throttled, server trouble.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# What the client library raises when there is no (complete) HTTP answer.
+_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+
 
 class KubeError(RuntimeError):
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, *, transient: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.transient = (status in TRANSIENT_STATUSES) if transient is None else transient
 
 
 class NotFound(KubeError):
@@ -34,21 +60,45 @@ class Conflict(KubeError):
     pass
 
 
+class Unavailable(KubeError):
+    """No usable answer: try again later."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message, status, transient=True)
+
+
 class SecretError(KubeError):
     pass
 
 
+def _transport(exc: BaseException) -> str:
+    """A transport failure in a few words, without the URL's query or any payload."""
+    reason = getattr(exc, "reason", None)  # MaxRetryError wraps the real cause
+    cause = reason if isinstance(reason, BaseException) else exc
+    return f"{type(cause).__name__}: {cause}"[:300]
+
+
+def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` with every failure turned into a typed ``KubeError``
+    (for the few calls made on the generated clients directly, e.g. Leases)."""
+    try:
+        return fn(*args, **kwargs)
+    except _FAILURES as exc:
+        raise _wrap(exc, what) from None
+
+
 _PLURALS: dict[str, Kind] = {k.kind: k for k in KINDS}
+_FAILURES = (ApiException, *_TRANSPORT_ERRORS)
 
 
-def _wrap(exc: ApiException, what: str) -> KubeError:
+def _wrap(exc: BaseException, what: str) -> KubeError:
+    if not isinstance(exc, ApiException):
+        return Unavailable(f"{what}: no answer from the API server: {_transport(exc)}")
     reason = exc.reason or ""
     body = exc.body if isinstance(exc.body, str) else ""
     # The apiserver's message names the field that failed validation; keep it.
     detail = ""
     if body:
-        import json
-
         try:
             detail = json.loads(body).get("message", "")
         except ValueError:
@@ -58,6 +108,10 @@ def _wrap(exc: ApiException, what: str) -> KubeError:
         return NotFound(message, 404)
     if exc.status == 409:
         return Conflict(message, 409)
+    if not exc.status:  # the client library's own failure, before any answer
+        return Unavailable(message)
+    if exc.status in TRANSIENT_STATUSES:
+        return Unavailable(message, exc.status)
     return KubeError(message, exc.status)
 
 
@@ -97,7 +151,7 @@ class Api:
                 name,
                 _request_timeout=self.timeout,
             )
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _wrap(exc, f"get {kind} {namespace}/{name}") from None
         return obj
 
@@ -121,7 +175,7 @@ class Api:
                     label_selector=label_selector,
                     _request_timeout=self.timeout,
                 )
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _wrap(exc, f"list {kind} in {namespace or 'all namespaces'}") from None
         return out
 
@@ -136,7 +190,7 @@ class Api:
                 body,
                 _request_timeout=self.timeout,
             )
-        except ApiException as exc:
+        except _FAILURES as exc:
             name = body.get("metadata", {}).get("name", "?")
             raise _wrap(exc, f"create {kind} {namespace}/{name}") from None
         return obj
@@ -174,7 +228,7 @@ class Api:
                 _request_timeout=self.timeout,
                 _content_type="application/merge-patch+json",
             )
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _wrap(
                 exc, f"patch {kind}{'/status' if status else ''} {namespace}/{name}"
             ) from None
@@ -190,7 +244,7 @@ class Api:
                 name,
                 _request_timeout=self.timeout,
             )
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _wrap(exc, f"delete {kind} {namespace}/{name}") from None
 
     def watch(
@@ -215,10 +269,43 @@ class Api:
                 label_selector=label_selector,
                 _request_timeout=timeout_seconds + 5,
             )
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _wrap(exc, f"watch {kind} in {namespace}") from None
         finally:
             w.stop()
+
+    # -- Leases --------------------------------------------------------------------
+    def read_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        """A Lease as the plain dict a watch delivers."""
+        lease = call(
+            f"read Lease {namespace}/{name}",
+            self.coordination.read_namespaced_lease,
+            name,
+            namespace,
+            _request_timeout=self.timeout,
+        )
+        obj: dict[str, Any] = self.client.sanitize_for_serialization(lease)
+        return obj
+
+    def list_leases(
+        self, namespace: str | None, label_selector: str = ""
+    ) -> builtins.list[dict[str, Any]]:
+        if namespace is None:
+            res = call(
+                "list Leases in all namespaces",
+                self.coordination.list_lease_for_all_namespaces,
+                label_selector=label_selector,
+                _request_timeout=self.timeout,
+            )
+        else:
+            res = call(
+                f"list Leases in {namespace}",
+                self.coordination.list_namespaced_lease,
+                namespace,
+                label_selector=label_selector,
+                _request_timeout=self.timeout,
+            )
+        return [self.client.sanitize_for_serialization(i) for i in res.items]
 
     # -- Secrets -------------------------------------------------------------------
     def secret_value(self, namespace: str, name: str, key: str) -> bytes:
@@ -231,12 +318,17 @@ class Api:
             secret = self.core.read_namespaced_secret(
                 name, namespace, _request_timeout=self.timeout
             )
-        except ApiException as exc:
-            if exc.status == 404:
+        except _FAILURES as exc:
+            err = _wrap(exc, f"Secret {namespace}/{name} unreadable")
+            if err.status == 404:
                 raise SecretError(f"Secret {namespace}/{name} not found", 404) from None
-            raise SecretError(
-                f"Secret {namespace}/{name} unreadable: {exc.status} {exc.reason}", exc.status
-            ) from None
+            if isinstance(exc, ApiException):
+                raise SecretError(
+                    f"Secret {namespace}/{name} unreadable: {exc.status} {exc.reason}",
+                    exc.status,
+                    transient=err.transient,
+                ) from None
+            raise SecretError(str(err), transient=True) from None
         data = secret.data or {}
         for key in keys:
             if key not in data:

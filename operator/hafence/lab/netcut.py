@@ -38,6 +38,8 @@ class Forwarder:
         self._conns: set[socket.socket] = set()
         self._cut = False
         self._closed = False
+        self._flowing = threading.Event()  # cleared: bytes are held (a stalled path)
+        self._flowing.set()
         self.connections_refused = 0
         self.connections_accepted = 0  # relayed connections (a driver's connection count)
         self._thread = threading.Thread(
@@ -57,7 +59,7 @@ class Forwarder:
                 return
             if self._cut:
                 self.connections_refused += 1
-                _reset(client)
+                self._refuse(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -78,6 +80,7 @@ class Forwarder:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(_CHUNK):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -99,13 +102,24 @@ class Forwarder:
         for s in conns:
             _reset(s)
 
+    def _refuse(self, client: socket.socket) -> None:
+        """How a connection accepted while cut is turned away (a firewall's reject)."""
+        _reset(client)
+
+    def stall(self) -> None:
+        """Hold every byte, both ways, on every connection (new ones too) until
+        ``restore()``: a path that silently stops delivering."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._cut = False
+        self._flowing.set()
 
     def close(self) -> None:
         if self._closed:
             return
         self.cut()
+        self._flowing.set()  # let held pipes see their sockets closed
         self._closed = True
         # close() alone does not wake a thread blocked in accept(); shutdown() does.
         with contextlib.suppress(OSError):
@@ -136,9 +150,15 @@ class Forwarder:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), as a firewall's reject would: no half-open wait."""
+    """Close with RST (SO_LINGER 0), as a firewall's reject would: no half-open wait.
+
+    The shutdown of the reading side comes first: a pipe thread blocked in ``recv`` on
+    this socket holds the kernel socket open past ``close()``, so an idle connection (a
+    watch stream that only receives) would otherwise stay up, silent, after the cut."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     with contextlib.suppress(OSError):
         sock.close()
 
