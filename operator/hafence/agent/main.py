@@ -82,6 +82,20 @@ def parser() -> argparse.ArgumentParser:
         default=1.0,
         help="seconds between checks that the VMs still run",
     )
+    p.add_argument(
+        "--libvirt-uri",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="a libvirt daemon of this host, swept for stray domains at start-up "
+        "(repeatable; the URIs of the namespace's libvirt VMs are swept too)",
+    )
+    p.add_argument(
+        "--libvirt-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a libvirt call may take before its VM counts as unknown",
+    )
     p.add_argument("--watchdog-device", help="e.g. /dev/watchdog: fed while the lease is fresh")
     p.add_argument(
         "--kill-vms-on-exit",
@@ -100,7 +114,13 @@ def _check(args: argparse.Namespace) -> str:
         raise AgentError(f"--namespace {args.namespace!r} is not a valid namespace name")
     if args.lease_duration < 3:
         raise AgentError(f"--lease-duration {args.lease_duration!r} must be at least 3 seconds")
-    for flag in ("restart_backoff", "restart_backoff_max", "poll_interval", "stop_grace"):
+    for flag in (
+        "restart_backoff",
+        "restart_backoff_max",
+        "poll_interval",
+        "stop_grace",
+        "libvirt_timeout",
+    ):
         if getattr(args, flag) <= 0:
             raise AgentError(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} must be positive")
     if args.restart_limit < 0:
@@ -159,8 +179,8 @@ def main(argv: list[str]) -> int:
         print(f"hafence agent: {where}: {exc}", file=sys.stderr)
         return 2
     drivers: dict[str, Driver] = {
-        "process": ProcessDriver(state),
-        "libvirt": LibvirtDriver(),
+        "process": ProcessDriver(state, args.host),
+        "libvirt": LibvirtDriver(args.host, uris=args.libvirt_uri, timeout=args.libvirt_timeout),
     }
     agent = Agent(cfg, api, watch_api, drivers)
     log.info(
