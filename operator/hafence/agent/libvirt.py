@@ -219,17 +219,25 @@ class LibvirtDriver:
         host: str = "",
         *,
         uris: Iterable[str] = (),
+        aliases: dict[str, str] | None = None,
         timeout: float = 10.0,
         on_event: Callable[[], None] | None = None,
     ) -> None:
         self.host = host
-        self.uris = list(uris)  # this host's daemons: always swept (S3)
+        # A spec's URI -> this host's (libvirt's own uri_aliases, per agent: the lab's
+        # virtual hosts share one /etc/libvirt but each has a daemon of its own).
+        self.aliases = dict(aliases or {})
+        self.uris = [self.resolve(u) for u in uris]  # this host's daemons: always swept
         self.timeout = timeout
         self.on_event = on_event or (lambda: None)
         self._conns: dict[str, _Conn] = {}
+        self._abandoned = 0
         self._lock = threading.Lock()
 
     # -- calls --------------------------------------------------------------------------
+    def resolve(self, uri: str) -> str:
+        return self.aliases.get(uri, uri)
+
     def _conn(self, uri: str) -> _Conn:
         with self._lock:
             c = self._conns.get(uri)
@@ -252,11 +260,23 @@ class LibvirtDriver:
             return fut.result(self.timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()  # still queued behind a hung call: never run it late
+            self._abandon(c)
             raise DriverError(
                 f"libvirt {uri}: {what}: no answer within {self.timeout:g}s"
             ) from None
         except lv.libvirtError as exc:
             raise DriverError(f"libvirt {uri}: {what}: {exc.get_error_message()}") from None
+
+    def _abandon(self, c: _Conn) -> None:
+        """A call hung: the next one gets a new connection on a new worker rather than
+        queueing behind it (a connection whose open never finishes has no keepalive to
+        end it).  The hung worker ends when its call does; a few are allowed to pile up,
+        then calls queue again."""
+        with self._lock:
+            if self._conns.get(c.uri) is c and self._abandoned < 4:
+                del self._conns[c.uri]
+                self._abandoned += 1
+                c.pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         with self._lock:
@@ -271,6 +291,7 @@ class LibvirtDriver:
         if lv is None:
             raise StartError("spec.runtime.libvirt is missing for driver 'libvirt'")
         field = "domainXML" if lv.domain_xml is not None else "domainName"
+        uri = self.resolve(lv.uri)
         namespace, _, name = key.partition("/")
         mark = Mark(namespace, name, self.host, epoch)
         xml = stamped_xml(lv.domain_xml, mark) if lv.domain_xml is not None else None
@@ -278,17 +299,17 @@ class LibvirtDriver:
         assert domain is not None
         try:
             uuid, active = self.call(
-                lv.uri, lambda c: self._define(c, domain, xml, mark, field), "define"
+                uri, lambda c: self._define(c, domain, xml, mark, field), "define"
             )
         except DriverError as exc:
-            raise StartError(f"spec.runtime.libvirt.{field} ({lv.uri}): {exc}") from None
+            raise StartError(f"spec.runtime.libvirt.{field} ({uri}): {exc}") from None
         extra = {DOMAIN_UUID: uuid}
-        vm = LocalVM(key=key, driver=self.name, epoch=epoch, uri=lv.uri, domain=domain, extra=extra)
+        vm = LocalVM(key=key, driver=self.name, epoch=epoch, uri=uri, domain=domain, extra=extra)
         if active:
-            log.info("domain %s (%s) already runs with this VM's mark: adopted", domain, lv.uri)
+            log.info("domain %s (%s) already runs with this VM's mark: adopted", domain, uri)
             return vm
         try:
-            self.call(lv.uri, lambda c: c.lookupByUUIDString(uuid).create(), "start")
+            self.call(uri, lambda c: c.lookupByUUIDString(uuid).create(), "start")
         except DriverError as exc:
             # A start without an answer may still bring the domain up.  Failed tells the
             # operator the VM is not running here (it may then start it elsewhere), so
@@ -298,7 +319,7 @@ class LibvirtDriver:
             except StopError:
                 log.error("%s; domain %s unconfirmed: kept as this host's", exc, domain)
                 return vm
-            raise StartError(f"spec.runtime.libvirt.{field} ({lv.uri}): {exc}") from None
+            raise StartError(f"spec.runtime.libvirt.{field} ({uri}): {exc}") from None
         return vm
 
     def _define(
@@ -439,7 +460,9 @@ class LibvirtDriver:
         uris = list(self.uris)
         with self._lock:
             uris += list(self._conns)
-        uris += [rt.libvirt.uri for rt in runtimes if rt.driver == "libvirt" and rt.libvirt]
+        uris += [
+            self.resolve(rt.libvirt.uri) for rt in runtimes if rt.driver == "libvirt" and rt.libvirt
+        ]
         found: list[LocalVM] = []
         for uri in dict.fromkeys(uris):
             found += self.call(uri, functools.partial(self._marked, uri=uri, namespace=namespace),

@@ -91,6 +91,14 @@ def parser() -> argparse.ArgumentParser:
         "(repeatable; the URIs of the namespace's libvirt VMs are swept too)",
     )
     p.add_argument(
+        "--libvirt-uri-alias",
+        action="append",
+        default=[],
+        metavar="SPEC_URI=URI",
+        help="connect to URI where a VM's spec names SPEC_URI (like libvirt's uri_aliases, "
+        "per agent: the lab's virtual hosts each have a daemon of their own)",
+    )
+    p.add_argument(
         "--libvirt-timeout",
         type=float,
         default=10.0,
@@ -123,6 +131,13 @@ def _check(args: argparse.Namespace) -> str:
     ):
         if getattr(args, flag) <= 0:
             raise AgentError(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} must be positive")
+    for alias in args.libvirt_uri_alias:
+        name, sep, uri = alias.partition("=")
+        if not sep or not name or not uri or any(c.isspace() for c in alias):
+            raise AgentError(
+                f"--libvirt-uri-alias {alias!r}: expected SPEC_URI=URI, e.g. "
+                "qemu:///session=qemu+unix:///session?socket=/run/h1/libvirt-sock"
+            )
     if args.restart_limit < 0:
         raise AgentError(f"--restart-limit {args.restart_limit!r} must not be negative")
     try:
@@ -180,7 +195,12 @@ def main(argv: list[str]) -> int:
         return 2
     drivers: dict[str, Driver] = {
         "process": ProcessDriver(state, args.host),
-        "libvirt": LibvirtDriver(args.host, uris=args.libvirt_uri, timeout=args.libvirt_timeout),
+        "libvirt": LibvirtDriver(
+            args.host,
+            uris=args.libvirt_uri,
+            aliases={a.partition("=")[0]: a.partition("=")[2] for a in args.libvirt_uri_alias},
+            timeout=args.libvirt_timeout,
+        ),
     }
     agent = Agent(cfg, api, watch_api, drivers)
     log.info(

@@ -16,6 +16,15 @@ A virtual host is what hafence would find in a datacenter, made of local parts:
 Which VM process belongs to which virtual host is read from the process itself: each
 host's agent runs with ``PATH`` starting with the host's own ``bin`` directory, which
 the agent passes on to its VMs (see :func:`vm_processes`).
+
+With ``vm_driver="libvirt"`` the VMs are real: each host also has a libvirt daemon of
+its own (:mod:`hafence.lab.libvirtd`), its agent reaches it as ``qemu:///session``
+(``--libvirt-uri-alias``), and each HA VM is a tiny qemu domain whose disk image lives
+in the lab's ``shared`` directory (the datacenter's shared storage).  Power off kills
+the agent and every qemu of that host's daemon at once; power on starts a fresh daemon
+(definitions kept, runtime state gone, as after a reboot) and a fresh agent.  A qemu
+belongs to the host whose daemon directory its command line names, and is the VM its
+``-name guest=`` names.
 """
 
 from __future__ import annotations
@@ -37,12 +46,16 @@ from pathlib import Path
 from hafence.agent.process import kill_all
 from hafence.lab.bmc import BmcFarm, SimulatedBmc
 from hafence.lab.hostshell import HostKey, HostShells, new_key
+from hafence.lab.libvirtd import Libvirtd, domain_xml, make_disk, qemu_processes
 from hafence.lab.netcut import Forwarder, server_of
 from hafence.lab.procs import children, kill_group, vm_processes
 
 log = logging.getLogger("hafence.lab")
 
 BMC_USER = "hafence-power"
+VM_COMMAND = ["/bin/sleep", "infinity"]
+# What the lab's libvirt VMs name as their URI; each agent maps it to its own daemon.
+LAB_LIBVIRT_URI = "qemu:///session"
 
 Notify = Callable[[str, str, str], None]  # (kind, subject, text)
 
@@ -89,6 +102,7 @@ class VirtualHost:
     boots: int = 0
     agent_restarts: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    libvirtd: Libvirtd | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -123,7 +137,11 @@ class Datacenter:
         host_names: list[tuple[str, str]],  # (name, rack)
         agent: AgentTimings,
         notify: Notify = _noop,
+        vm_driver: str = "process",
     ) -> None:
+        self.vm_driver = vm_driver
+        self.shared = workdir / "shared"  # libvirt: the VMs' disk images
+        self.disk_violations: list[str] = []
         self.admin_kubeconfig = admin_kubeconfig
         self.namespace = namespace
         self.workdir = workdir
@@ -141,13 +159,43 @@ class Datacenter:
 
     def vm_processes(self) -> list[tuple[int, str, str | None]]:
         """(pid, VM key, host) of every VM process of this lab's namespace, right now."""
+        if self.vm_driver == "libvirt":
+            roots = {str(h.libvirtd.root): h.name for h in self.hosts.values() if h.libvirtd}
+            found = qemu_processes(roots, self.shared)
+            self._check_disks(found)
+            return [(pid, f"{self.namespace}/{guest}", host) for pid, guest, host, _ in found]
         bins = {str(h.bin_dir): h.name for h in self.hosts.values()}
         return vm_processes(bins, self.namespace)
+
+    def _check_disks(self, found: list[tuple[int, str, str | None, list[str]]]) -> None:
+        """No disk image of the shared storage open in two qemu processes at once."""
+        holders: dict[str, list[str]] = {}
+        for pid, guest, host, disks in found:
+            for disk in disks:
+                holders.setdefault(disk, []).append(f"{guest} pid {pid} on {host or '?'}")
+        for disk, who in holders.items():
+            if len(who) > 1:
+                self.disk_violations.append(f"{disk} open by {len(who)} qemu: {', '.join(who)}")
+
+    def vm_runtime(self, name: str) -> dict[str, object]:
+        """``spec.runtime`` of the lab VM ``name``: a process, or a qemu domain with its
+        disk on the shared storage."""
+        if self.vm_driver != "libvirt":
+            return {"driver": "process", "process": {"command": VM_COMMAND}}
+        disk = make_disk(self.shared / f"{name}.img")
+        xml = domain_xml(name, disk)
+        return {"driver": "libvirt", "libvirt": {"uri": LAB_LIBVIRT_URI, "domainXML": xml}}
 
     # -- building -------------------------------------------------------------------
     def start(self) -> None:
         """Forwarders, BMCs and sshd; the agents start with :meth:`boot_all`."""
         target = server_of(self.admin_kubeconfig)
+        if self.vm_driver == "libvirt":
+            # The daemons run as nobody: every directory down to theirs must be searchable.
+            for d in (self.workdir, self.hosts_dir):
+                d.mkdir(parents=True, exist_ok=True)
+                d.chmod(0o755)
+            self.shared.mkdir(exist_ok=True)
         for name, rack in self._host_names:
             hdir = self.hosts_dir / name
             hdir.mkdir(parents=True)
@@ -166,6 +214,9 @@ class Datacenter:
             for action in ("power_cycle", "power_reset"):
                 setattr(bmc, action, functools.partial(self._reboot, name, getattr(bmc, action)))
             host = VirtualHost(name, rack, hdir, fwd, bmc, password, new_key())
+            if self.vm_driver == "libvirt":
+                hdir.chmod(0o755)  # the daemon runs as nobody
+                host.libvirtd = Libvirtd(hdir / "libvirt")
             host.bin_dir.mkdir()
             host.state_dir.mkdir()
             fwd.kubeconfig(self.admin_kubeconfig, host.kubeconfig)
@@ -180,6 +231,8 @@ class Datacenter:
     def boot_all(self) -> None:
         for host in self.hosts.values():
             with host.lock:
+                if host.libvirtd is not None:
+                    host.libvirtd.start()
                 self._start_agent(host, new_boot=False)
 
     # -- what the hardware does -----------------------------------------------------
@@ -200,7 +253,14 @@ class Datacenter:
             "--boot-id",
             host.boot_id,
             *self.timings.argv(),
+            *self._libvirt_argv(host),
         ]
+
+    def _libvirt_argv(self, host: VirtualHost) -> list[str]:
+        if host.libvirtd is None:
+            return []
+        uri = host.libvirtd.uri
+        return ["--libvirt-uri", uri, "--libvirt-uri-alias", f"{LAB_LIBVIRT_URI}={uri}"]
 
     def _start_agent(self, host: VirtualHost, *, new_boot: bool) -> None:
         if new_boot:
@@ -238,6 +298,8 @@ class Datacenter:
 
     def _kill_vms(self, host: VirtualHost, kids: list[int]) -> list[str]:
         killed = set(kill_all(host.state_dir))
+        if host.libvirtd is not None:
+            killed.update(f"{self.namespace}/{d}" for d in host.libvirtd.power_off())
         for pid in kids:
             kill_group(pid)
         for pid, key, owner in self.vm_processes():
@@ -264,6 +326,8 @@ class Datacenter:
                 )
             elif state == "on" and not host.powered:
                 host.powered = True
+                if host.libvirtd is not None:
+                    host.libvirtd.start()
                 self._start_agent(host, new_boot=True)
                 self._sync_reachable(host)
                 self.notify("power", name, f"powered on: agent booting, boot ID {host.boot_id[:8]}")

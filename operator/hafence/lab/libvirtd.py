@@ -74,6 +74,51 @@ def domain_xml(name: str, disk: Path | None = None, memory_mib: int = 32) -> str
     )
 
 
+def qemu_processes(
+    roots: dict[str, str], shared: Path
+) -> list[tuple[int, str, str | None, list[str]]]:
+    """(pid, guest name, host, disk images of ``shared`` it holds open) of every live
+    qemu.  The host is the one whose daemon directory (``roots``: path -> host) the
+    command line names (its monitor socket and keys live there)."""
+    out = []
+    prefix = f"{shared}/"
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not argv or argv[0] != QEMU or "-name" not in argv:
+            continue
+        name = argv[argv.index("-name") + 1] if argv.index("-name") + 1 < len(argv) else ""
+        guest = next((f[6:] for f in name.split(",") if f.startswith("guest=")), None)
+        if guest is None:
+            continue
+        line = " ".join(argv)
+        host = next((h for root, h in roots.items() if f"{root}/" in line), None)
+        disks = []
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(Path(entry.path, "fd")):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd.path)
+                    if target.startswith(prefix):
+                        disks.append(target)
+        out.append((int(entry.name), guest, host, sorted(set(disks))))
+    return out
+
+
+def make_disk(path: Path, size: int = 1 << 20, user: str = "nobody") -> Path:
+    """A raw disk image the daemons' user can open (no OS on it: the guest idles)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+    pw = pwd.getpwnam(user)
+    for p in (path.parent, path):
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+    return path
+
+
 @contextlib.contextmanager
 def libvirt_root(prefix: str = "hafence-libvirtd-") -> Iterator[Path]:
     """A fresh directory the daemon's user can reach (pytest's and most temporary

@@ -37,12 +37,14 @@ from hafence.lab.binaries import BinariesUnavailable, ensure
 from hafence.lab.controlplane import ControlPlane, free_port
 from hafence.lab.datacenter import AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
+from hafence.lab.libvirtd import unavailable as libvirt_unavailable
 from hafence.lab.processes import stop_process_group
 from hafence.lab.resources import manifests
 from hafence.lab.timeline import Timeline, Watchers
 
 RACK_SIZE = 2
 PROFILES = ("lab", "production")
+VM_DRIVERS = ("process", "libvirt")
 
 
 class LabError(RuntimeError):
@@ -65,6 +67,7 @@ class LabConfig:
     spinner: bool | None = None
     keep_namespace: bool = True
     wait_scale: float = 1.0  # multiplies every wait's timeout
+    vm_driver: str = "process"  # libvirt: qemu domains, a libvirt daemon per host
 
     def __post_init__(self) -> None:
         if self.hosts < 2:
@@ -73,6 +76,10 @@ class LabConfig:
             raise LabError(f"hosts {self.hosts!r}: at most 20 on one machine")
         if self.profile not in PROFILES:
             raise LabError(f"profile {self.profile!r}: choose {' or '.join(PROFILES)}")
+        if self.vm_driver not in VM_DRIVERS:
+            raise LabError(f"vm_driver {self.vm_driver!r}: choose {' or '.join(VM_DRIVERS)}")
+        if self.vm_driver == "libvirt" and (why := libvirt_unavailable()) is not None:
+            raise LabError(f"vm_driver 'libvirt': {why}")
         if self.lease_duration is not None and self.lease_duration < 3:
             raise LabError(f"lease_duration {self.lease_duration!r}: at least 3 seconds")
 
@@ -142,6 +149,7 @@ class Lab:
             host_names=layout,
             agent=AgentTimings(lease_duration=self.config.agent_lease),
             notify=tl.notify,
+            vm_driver=self.config.vm_driver,
         )
         self.dc.start()
         objects = manifests(self.dc)
