@@ -11,12 +11,12 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from hafence.kube import Api
-from hafence.lab.libvirtd import Libvirtd, domain_xml, libvirt_root, unavailable
+from hafence.lab.libvirtd import Libvirtd, domain_xml, unavailable
 
 from .conftest import AgentProc
 from .helpers import SLEEP, make_host, make_vm, pid_alive, place, runtime, wait_for
@@ -24,36 +24,6 @@ from .test_s3_and_selffence import first_ready_after
 from .test_vms import running_pid
 
 libvirt_only = pytest.mark.skipif(unavailable() is not None, reason=f"{unavailable()}")
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Libvirtd]:
-    if unavailable() is not None:
-        pytest.skip(str(unavailable()))
-    with libvirt_root() as root:
-        d = Libvirtd(root)
-        d.start()
-        try:
-            yield d
-        finally:
-            d.stop()
-
-
-def libvirt_vm(api: Api, namespace: str, name: str, uri: str, domain: str) -> None:
-    api.create(
-        "HAVirtualMachine",
-        namespace,
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "placement": {"cluster": "lab"},
-                "runtime": {
-                    "driver": "libvirt",
-                    "libvirt": {"uri": uri, "domainXML": domain_xml(domain)},
-                },
-            },
-        },
-    )
 
 
 class Sampler:
@@ -83,11 +53,12 @@ class Sampler:
 
 @libvirt_only
 def test_dead_libvirt_is_unknown_and_a_failed_stop_keeps_the_vm(
-    api: Api, namespace: str, start_agent: Callable[..., AgentProc], daemon: Libvirtd
+    api: Api, namespace: str, start_agent: Callable[..., AgentProc], libvirt_daemon: Libvirtd
 ) -> None:
+    daemon = libvirt_daemon
     make_host(api, namespace, "h1")
     start_agent("h1", namespace, "--libvirt-uri", daemon.uri, "--libvirt-timeout", "5")
-    libvirt_vm(api, namespace, "lv1", daemon.uri, "hafence-lv1")
+    make_vm(api, namespace, "lv1", libvirt=(daemon.uri, domain_xml("hafence-lv1")))
     place(api, namespace, "lv1", "h1", 1)
     wait_for(lambda: runtime(api, namespace, "lv1").get("state") == "Running", what="Running")
     pid = daemon.qemu_pids()["hafence-lv1"]
@@ -120,11 +91,12 @@ def test_dead_libvirt_is_unknown_and_a_failed_stop_keeps_the_vm(
 
 @libvirt_only
 def test_sweep_stops_a_marked_domain_without_a_record_before_ready(
-    api: Api, namespace: str, start_agent: Callable[..., AgentProc], daemon: Libvirtd
+    api: Api, namespace: str, start_agent: Callable[..., AgentProc], libvirt_daemon: Libvirtd
 ) -> None:
+    daemon = libvirt_daemon
     make_host(api, namespace, "h1")
     first = start_agent("h1", namespace, "--libvirt-uri", daemon.uri)
-    libvirt_vm(api, namespace, "lv2", daemon.uri, "hafence-lv2")
+    make_vm(api, namespace, "lv2", libvirt=(daemon.uri, domain_xml("hafence-lv2")))
     place(api, namespace, "lv2", "h1", 1)
     wait_for(lambda: runtime(api, namespace, "lv2").get("state") == "Running", what="Running")
     pid = daemon.qemu_pids()["hafence-lv2"]

@@ -146,6 +146,20 @@ def stamped_xml(domain_xml: str, mark: Mark) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def _with_uuid(domain_xml: str, uuid: str) -> str:
+    """``domain_xml`` naming ``uuid`` unless it names a UUID of its own."""
+    root = ET.fromstring(domain_xml)
+    if (root.findtext("uuid") or "").strip():
+        return domain_xml
+    el = root.find("uuid")
+    if el is None:
+        el = ET.Element("uuid")
+        root.insert(1, el)
+    el.text = uuid
+    ET.register_namespace(PREFIX, NS)
+    return ET.tostring(root, encoding="unicode")
+
+
 class _Conn:
     """One URI: its connection, its worker thread, its cache of active bits."""
 
@@ -349,6 +363,10 @@ class LibvirtDriver:
                 self._stamp(existing, mark, live=True)
                 return existing.UUIDString(), True
         if xml is not None:
+            if existing is not None:
+                # Our earlier definition (a reboot, an earlier placement here): without
+                # its UUID libvirt would take the XML for a second domain of that name.
+                xml = _with_uuid(xml, existing.UUIDString())
             dom = conn.defineXML(xml)
         elif existing is None:
             raise StartError(f"spec.runtime.libvirt.domainName: no domain {domain!r}")

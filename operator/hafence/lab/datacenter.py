@@ -163,6 +163,8 @@ class Datacenter:
             roots = {str(h.libvirtd.root): h.name for h in self.hosts.values() if h.libvirtd}
             found = qemu_processes(roots, self.shared)
             self._check_disks(found)
+            # Only this lab's daemons: other qemu on the machine are none of its business.
+            found = [f for f in found if f[2] is not None]
             return [(pid, f"{self.namespace}/{guest}", host) for pid, guest, host, _ in found]
         bins = {str(h.bin_dir): h.name for h in self.hosts.values()}
         return vm_processes(bins, self.namespace)
