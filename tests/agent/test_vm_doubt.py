@@ -85,8 +85,9 @@ def test_dead_libvirt_is_unknown_and_a_failed_stop_keeps_the_vm(
     finally:
         sampler.stop()
     assert sampler.lies == [], sampler.lies
-    doubts = [state for state in sampler.states if state != "Running"]
-    assert doubts[:2] == ["Unknown", "StopFailed"], sampler.states
+    # The order Unknown -> StopFailed -> Stopped was waited for above; the sampler (50 ms,
+    # slower under load) may miss a short state, never invent one.
+    assert "StopFailed" in sampler.states, sampler.states
 
 
 @libvirt_only
