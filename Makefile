@@ -9,20 +9,23 @@ SYSTEM_PACKAGES := ipmitool fence-agents openssh-server openssh-client libvirt-c
 # fence-agents only recommends telnet/ssh/snmp and never mentions gnutls-cli.
 FENCE_AGENT_PACKAGES := fence-agents ipmitool gnutls-bin openssh-client snmp telnet
 SYSTEM_PACKAGES += $(FENCE_AGENT_PACKAGES)
+# Real VMs: a libvirt daemon per virtual host running qemu (TCG), and what
+# libvirt-python (the agent's libvirt driver, pip) builds against.
+LIBVIRT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 libvirt-dev pkg-config gcc
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: setup system-packages control-plane test demo crds lint clean kind-up kind-e2e
 
 setup: $(SETUP_STAMP) system-packages control-plane
 
-$(SETUP_STAMP): pyproject.toml
+$(SETUP_STAMP): pyproject.toml | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 system-packages:
-	@missing=$$(for p in $(sort $(SYSTEM_PACKAGES)); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(sort $(SYSTEM_PACKAGES) $(LIBVIRT_PACKAGES)); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

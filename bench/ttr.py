@@ -1,7 +1,8 @@
 """Time to recovery in the lab: real agents, BMCs, sshd and operator on this machine.
 
     .venv/bin/python bench/ttr.py [--runs 3] [--profile lab|production|both]
-                                  [--scenario NAME ...] [--hosts N] [--json FILE]
+                                  [--scenario NAME ...] [--hosts N] [--vm-driver process|libvirt]
+                                  [--json FILE]
 
 Runs each scenario ``--runs`` times in one lab per profile (``--hosts`` virtual hosts;
 default 3, or 5 with rack-failure) and prints, per scenario, the median and min-max of each step:
@@ -93,12 +94,13 @@ def table(title: str, results: list[ScenarioResult], key: str) -> str:
 
 
 def bench(
-    profile: str, scenarios: list[str], runs: int, hosts: int
+    profile: str, scenarios: list[str], runs: int, hosts: int, vm_driver: str = "process"
 ) -> tuple[list[ScenarioResult], Lab]:
     results: list[ScenarioResult] = []
     log = open(Path(f"/tmp/hafence-ttr-{profile}.log"), "w")  # noqa: SIM115 - closed below
+    config = LabConfig(hosts=hosts, profile=profile, out=log, spinner=False, vm_driver=vm_driver)
     try:
-        with Lab(LabConfig(hosts=hosts, profile=profile, out=log, spinner=False)) as lab:
+        with Lab(config) as lab:
             for i in range(runs):
                 for name in scenarios:
                     print(f"  [{profile}] run {i + 1}/{runs}: {name} ...", end="", flush=True)
@@ -133,6 +135,12 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--hosts", type=int, help="virtual hosts (default 3; 5 with rack-failure; at least 2)"
     )
+    p.add_argument(
+        "--vm-driver",
+        default="process",
+        choices=["process", "libvirt"],
+        help="libvirt: real qemu VMs (the lab's --vm-driver)",
+    )
     p.add_argument("--json", type=Path, help="also write every result as JSON here")
     p.add_argument("--from-json", type=Path, help="print the tables of a saved --json run")
     args = p.parse_args(argv)
@@ -159,14 +167,14 @@ def main(argv: list[str]) -> int:
     dump: dict[str, Any] = {}
     for profile in profiles:
         try:
-            results, lab = bench(profile, scenarios, args.runs, hosts)
+            results, lab = bench(profile, scenarios, args.runs, hosts, args.vm_driver)
         except LabError as exc:
             print(f"\n{profile}: the lab failed: {exc}")
             return 1
         pol = lab.policy
         print(
-            f"\n## profile {profile}, {hosts} hosts: agent lease {lab.config.agent_lease}s, "
-            "connecting "
+            f"\n## profile {profile}, {hosts} hosts, {args.vm_driver} VMs: agent lease "
+            f"{lab.config.agent_lease}s, connecting "
             f"grace {pol.connecting_grace:g}s (+{pol.connecting_grace_per_vm:g}/VM, max "
             f"{pol.connecting_grace_max:g}), soft fence timeout {pol.soft_fence_timeout:g}s"
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hafence.agent.process import kill_all
+from hafence.lab.libvirtd import Libvirtd, libvirt_root, unavailable
 
 from .helpers import TcpProxy
 
@@ -114,3 +115,17 @@ def proxied_kubeconfig(kubeconfig: str, tmp_path: Path) -> Iterator[tuple[str, T
     path.write_text(text.replace(server, f"https://127.0.0.1:{proxy.port}"))
     yield str(path), proxy
     proxy.close()
+
+
+@pytest.fixture(scope="module")
+def libvirt_daemon() -> Iterator[Libvirtd]:
+    """A real session-mode libvirtd for the module (hafence.lab.libvirtd)."""
+    if (why := unavailable()) is not None:
+        pytest.skip(why)
+    with libvirt_root() as root:
+        d = Libvirtd(root)
+        d.start()
+        try:
+            yield d
+        finally:
+            d.stop()

@@ -51,11 +51,17 @@ def make_vm(
     api: Api,
     namespace: str,
     name: str,
-    command: list[str],
+    command: list[str] | None = None,
     host: str | None = None,
     epoch: int = 1,
     run_strategy: str = "Always",
+    libvirt: tuple[str, str] | None = None,  # (uri, domainXML) instead of a command
 ) -> None:
+    runtime: dict[str, Any] = (
+        {"driver": "libvirt", "libvirt": {"uri": libvirt[0], "domainXML": libvirt[1]}}
+        if libvirt is not None
+        else {"driver": "process", "process": {"command": command}}
+    )
     api.create(
         "HAVirtualMachine",
         namespace,
@@ -64,7 +70,7 @@ def make_vm(
             "spec": {
                 "placement": {"cluster": "lab"},
                 "runStrategy": run_strategy,
-                "runtime": {"driver": "process", "process": {"command": command}},
+                "runtime": runtime,
             },
         },
     )

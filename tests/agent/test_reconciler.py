@@ -45,7 +45,7 @@ def test_stops_vm_placed_elsewhere_without_reporting() -> None:
     plan = r.plan(
         {"ns/vm": placed("h2")},
         {"ns/vm": local()},
-        {"ns/vm": Observed(True)},
+        {"ns/vm": Observed("running")},
         now=0,
         may_start=True,
     )
@@ -55,7 +55,7 @@ def test_stops_vm_placed_elsewhere_without_reporting() -> None:
 def test_crash_backoff_then_failed() -> None:
     r = Reconciler("h1", RestartPolicy(limit=2, backoff=1, backoff_max=10))
     vms = {"ns/vm": placed("h1")}
-    dead = {"ns/vm": Observed(False, "exited with code 3")}
+    dead = {"ns/vm": Observed("stopped", "exited with code 3")}
     plan = r.plan(vms, {"ns/vm": local()}, dead, now=100, may_start=True)
     assert plan.reports["ns/vm"]["state"] == "Crashed" and plan.start == []
     assert r.plan(vms, {}, {}, now=100.5, may_start=True).start == []  # backoff 1s
@@ -104,3 +104,40 @@ def test_bad_runtime_is_failed_naming_the_field() -> None:
     )
     assert plan.reports["ns/vm"]["state"] == "Failed"
     assert plan.reports["ns/vm"]["message"].startswith("spec.runtime.driver: "), plan.reports
+
+
+def test_driver_doubt_is_unknown_never_a_crash() -> None:
+    r = Reconciler("h1", RestartPolicy(limit=0))
+    doubt = {"ns/vm": Observed("unknown", "libvirt: no answer within 10s")}
+    for _ in range(3):
+        plan = r.plan({"ns/vm": placed("h1")}, {"ns/vm": local()}, doubt, now=0, may_start=True)
+        assert plan.reports["ns/vm"]["state"] == "Unknown"
+        assert "no answer" in plan.reports["ns/vm"]["message"]
+        assert plan.start == [] and plan.forget == [] and plan.stop == []
+
+
+def test_stopped_is_reported_only_after_the_stop_verdict() -> None:
+    r = Reconciler("h1", RestartPolicy())
+    for obs in (Observed("running"), Observed("unknown", "daemon gone")):
+        plan = r.plan(
+            {"ns/vm": placed("h1", strategy="Halted")},
+            {"ns/vm": local()},
+            {"ns/vm": obs},
+            now=0,
+            may_start=True,
+        )
+        assert [v.key for v in plan.stop] == ["ns/vm"]
+        assert "ns/vm" not in plan.reports and plan.forget == []
+        track = plan.report_stop["ns/vm"]
+        assert r.stop_report(track, None)["state"] == "Stopped"
+        failed = r.stop_report(track, "destroy: no answer")
+        assert failed["state"] == "StopFailed" and "may still run" in failed["message"]
+    # Verified not running by observation: Stopped at once, record dropped.
+    plan = r.plan(
+        {"ns/vm": placed("h1", strategy="Halted")},
+        {"ns/vm": local()},
+        {"ns/vm": Observed("stopped", "exited with code 0")},
+        now=0,
+        may_start=True,
+    )
+    assert plan.reports["ns/vm"]["state"] == "Stopped" and plan.forget == ["ns/vm"]

@@ -107,3 +107,26 @@ def test_halted_vm_moves_only_after_its_agent_reports_it_stopped() -> None:
     assert vm.holder is None
     rig.feed(m.VMObserved(5.0, "web", vm_spec(preferredHosts=["h2"])))
     assert vm.host == "h2"
+
+
+def test_doubt_from_the_agent_keeps_the_vm_on_its_host() -> None:
+    """StopFailed and Unknown mean "it may still run there": never a release, never
+    Failed; only Stopped (verified) lets a Halted VM go elsewhere."""
+    rig = Rig()
+    cluster(rig, n=2)
+    rig.feed(m.VMObserved(0.0, "web", vm_spec(preferredHosts=["h1"])))
+    vm = rig.engine.vms["web"]
+    doubt = RuntimeStatus(host="h1", state="Unknown", placement_epoch=1, message="libvirt down")
+    rig.feed(m.VMRuntimeObserved(0.5, "web", doubt))
+    assert vm.phase == "Unknown" and vm.host == "h1"
+    halted = vm_spec(preferredHosts=["h2"]).model_copy(update={"run_strategy": "Halted"})
+    rig.feed(m.VMObserved(1.0, "web", halted))
+    for state in ("StopFailed", "Unknown"):
+        rig.feed(
+            m.VMRuntimeObserved(
+                2.0, "web", RuntimeStatus(host="h1", state=state, placement_epoch=vm.epoch)
+            )
+        )
+        assert vm.holder == "h1"
+    rig.feed(m.VMObserved(3.0, "web", vm_spec(preferredHosts=["h2"])))
+    assert vm.host == "h1"  # started again: only where it may still run

@@ -11,7 +11,15 @@ import logging
 import threading
 from collections.abc import Callable
 
-from hafence.agent.drivers import BOOT_ID, FENCED, Driver, LocalVM, Observed, StartError
+from hafence.agent.drivers import (
+    BOOT_ID,
+    DOMAIN_UUID,
+    FENCED,
+    Driver,
+    LocalVM,
+    Observed,
+    StartError,
+)
 from hafence.agent.state import StateDir
 from hafence.api.vm import Runtime
 
@@ -60,14 +68,48 @@ class LocalVMs:
         out: dict[str, Observed] = {}
         for key, vm in self.snapshot().items():
             if vm.extra.get(FENCED):
-                out[key] = Observed(False, "killed by the watchdog")
+                out[key] = Observed("stopped", "killed by the watchdog")
                 continue
             try:
                 out[key] = self.drivers[vm.driver].observe(vm)
             except Exception as exc:
                 log.warning("observing %s: %s", key, exc)
-                out[key] = Observed(True, f"unknown: {exc}")  # never restart on doubt
+                out[key] = Observed("unknown", str(exc))  # never restart on doubt
         return out
+
+    def discover(self, namespace: str, runtimes: list[Runtime]) -> int:
+        """Add what the drivers really run to the records (S3: the sweep then stops what
+        is not placed here, whether or not a record of it survived).  A second instance
+        of a recorded VM is stopped at once: one VM, one instance.  Raises if a driver
+        cannot tell (the sweep fails: nothing proves this host runs only its own VMs).
+        Returns how many VMs were found without a record."""
+        added = 0
+        for driver in self.drivers.values():
+            for found in driver.discover(namespace, runtimes):
+                with self.lock:
+                    known = self.vms.get(found.key)
+                    if known is None:
+                        found.extra[BOOT_ID] = self.boot_id
+                        self.vms[found.key] = found
+                        self.state.save(found)
+                        added += 1
+                        log.warning(
+                            "%s runs here without a record (%s %s): adopted for the S3 sweep",
+                            found.key,
+                            found.driver,
+                            found.domain or found.pid,
+                        )
+                        continue
+                if _same(known, found):
+                    continue
+                log.warning(
+                    "%s runs twice here (%s and %s): stopping the unrecorded one",
+                    found.key,
+                    known.domain or known.pid,
+                    found.domain or found.pid,
+                )
+                driver.stop(found, self.stop_grace)
+        return added
 
     def start(
         self, key: str, epoch: int, runtime: Runtime, allowed: Callable[[], bool]
@@ -88,6 +130,8 @@ class LocalVMs:
         return vm
 
     def stop(self, vm: LocalVM) -> None:
+        """Stop and forget ``vm``; on StopError (or any driver failure) the record is
+        kept: the VM may still run, and is this host's until proven otherwise."""
         self.drivers[vm.driver].stop(vm, self.stop_grace)
         self.forget(vm.key)
 
@@ -110,7 +154,7 @@ class LocalVMs:
                 if vm.extra.get(FENCED):
                     continue
                 try:
-                    self.drivers[vm.driver].kill(vm)
+                    self.drivers[vm.driver].kill(vm)  # verified, or it raises
                 except Exception:
                     log.exception("killing %s failed", vm.key)
                     continue
@@ -122,3 +166,14 @@ class LocalVMs:
                     vm.extra[FENCED] = fenced_reason
                     self.state.save(vm)
         return killed
+
+
+def _same(a: LocalVM, b: LocalVM) -> bool:
+    if a.driver != b.driver:
+        return False
+    if a.driver == "process":
+        return a.pid == b.pid
+    # Not by URI: two spellings may name one daemon.  Records from before UUIDs were
+    # kept name the domain only.
+    ua, ub = a.extra.get(DOMAIN_UUID), b.extra.get(DOMAIN_UUID)
+    return ua == ub if ua and ub else a.domain == b.domain

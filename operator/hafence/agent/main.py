@@ -90,6 +90,28 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between checks that the VMs still run",
     )
     p.add_argument(
+        "--libvirt-uri",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="a libvirt daemon of this host, swept for stray domains at start-up "
+        "(repeatable; the URIs of the namespace's libvirt VMs are swept too)",
+    )
+    p.add_argument(
+        "--libvirt-uri-alias",
+        action="append",
+        default=[],
+        metavar="SPEC_URI=URI",
+        help="connect to URI where a VM's spec names SPEC_URI (like libvirt's uri_aliases, "
+        "per agent: the lab's virtual hosts each have a daemon of their own)",
+    )
+    p.add_argument(
+        "--libvirt-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a libvirt call may take before its VM counts as unknown",
+    )
+    p.add_argument(
         "--watchdog-device",
         help="the watchdog device self-fencing arms, e.g. /dev/watchdog0 (the lab's "
         "stand-in: lab-stand-in:SOCKET); without one a Host's self-fencing is unavailable",
@@ -130,7 +152,13 @@ def _check(args: argparse.Namespace) -> str:
         raise AgentError(f"--namespace {args.namespace!r} is not a valid namespace name")
     if args.lease_duration < 3:
         raise AgentError(f"--lease-duration {args.lease_duration!r} must be at least 3 seconds")
-    for flag in ("restart_backoff", "restart_backoff_max", "poll_interval", "stop_grace"):
+    for flag in (
+        "restart_backoff",
+        "restart_backoff_max",
+        "poll_interval",
+        "stop_grace",
+        "libvirt_timeout",
+    ):
         if getattr(args, flag) <= 0:
             raise AgentError(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} must be positive")
     if args.peer_refresh <= 0:
@@ -147,6 +175,13 @@ def _check(args: argparse.Namespace) -> str:
                 raise AgentError(f"--{flag.replace('_', '-')}: {exc}") from None
     if args.peer_listen and not args.peer_token_file:
         raise AgentError("--peer-listen needs --peer-token-file: peer answers are signed")
+    for alias in args.libvirt_uri_alias:
+        name, sep, uri = alias.partition("=")
+        if not sep or not name or not uri or any(c.isspace() for c in alias):
+            raise AgentError(
+                f"--libvirt-uri-alias {alias!r}: expected SPEC_URI=URI, e.g. "
+                "qemu:///session=qemu+unix:///session?socket=/run/h1/libvirt-sock"
+            )
     if args.restart_limit < 0:
         raise AgentError(f"--restart-limit {args.restart_limit!r} must not be negative")
     try:
@@ -213,8 +248,13 @@ def main(argv: list[str]) -> int:
         print(f"hafence agent: {where}: {exc}", file=sys.stderr)
         return 2
     drivers: dict[str, Driver] = {
-        "process": ProcessDriver(state),
-        "libvirt": LibvirtDriver(),
+        "process": ProcessDriver(state, args.host),
+        "libvirt": LibvirtDriver(
+            args.host,
+            uris=args.libvirt_uri,
+            aliases={a.partition("=")[0]: a.partition("=")[2] for a in args.libvirt_uri_alias},
+            timeout=args.libvirt_timeout,
+        ),
     }
     agent = Agent(cfg, api, watch_api, drivers)
     log.info(

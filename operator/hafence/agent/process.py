@@ -6,6 +6,12 @@ and the agent re-adopts it from the state directory.  Identity is proven, not as
 from a PID: the process must carry ``HAFENCE_VM=namespace/name`` in its initial
 environment and have the start time recorded when it was spawned, so a recycled PID
 is never signalled.
+
+The environment also names the host (``HAFENCE_VM_HOST``) and the placement epoch
+(``HAFENCE_VM_EPOCH``): ``discover`` reads them back from ``/proc`` to find every VM
+process this host's agents started, records or not.  Only session leaders count (the
+VM's own children inherit its environment), and only this host's (the lab's virtual
+hosts share one ``/proc``).
 """
 
 from __future__ import annotations
@@ -15,28 +21,74 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from hafence.agent.drivers import LocalVM, Observed, StartError
+from hafence.agent.drivers import RUNNING, LocalVM, Observed, StartError, StopError
 from hafence.agent.state import StateDir
 from hafence.api.vm import Runtime
 
 ENV_VM = "HAFENCE_VM"
 ENV_EPOCH = "HAFENCE_VM_EPOCH"
+ENV_HOST = "HAFENCE_VM_HOST"
 # The VM gets a small environment of its own: the agent's (kubeconfig paths and the
 # like) is none of its business.
 _PASS_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of a process, None if it is gone."""
+def _fields(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # comm may contain spaces and parentheses: the fields start after the last ')'.
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return fields[0], int(fields[19])
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a process, None if it is gone."""
+    fields = _fields(pid)
+    return None if fields is None else (fields[0], int(fields[19]))
+
+
+def _environ(raw: bytes) -> dict[str, str]:
+    out = {}
+    for var in raw.split(b"\0"):
+        name, sep, value = var.partition(b"=")
+        if sep:
+            out[name.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+def marked_processes(namespace: str, host: str) -> list[tuple[int, int, str, int]]:
+    """(pid, start time, VM key, epoch) of every live VM process of ``namespace`` that
+    an agent of ``host`` started, found by its environment marker."""
+    out = []
+    prefix = f"{ENV_VM}={namespace}/".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            raw = Path(entry.path, "environ").read_bytes()
+        except OSError:
+            continue
+        if prefix not in raw:
+            continue
+        env = _environ(raw)
+        fields = _fields(pid)
+        # A session leader (field 6 is the session ID) in its own session: the VM, not
+        # one of its children, which inherit the marker.
+        if fields is None or fields[0] in ("Z", "X") or int(fields[3]) != pid:
+            continue
+        if env.get(ENV_HOST) != host or not env.get(ENV_VM, "").startswith(f"{namespace}/"):
+            continue
+        try:
+            epoch = int(env.get(ENV_EPOCH, "0"))
+        except ValueError:
+            epoch = 0
+        out.append((pid, int(fields[19]), env[ENV_VM], epoch))
+    return out
 
 
 def start_time(pid: int) -> int | None:
@@ -74,8 +126,9 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 class ProcessDriver:
     name = "process"
 
-    def __init__(self, state: StateDir) -> None:
+    def __init__(self, state: StateDir, host: str) -> None:
         self.state = state
+        self.host = host
         # Children of this agent process: polled (and so reaped) here.  Adopted VMs
         # (started by an earlier agent) are watched through /proc instead.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -96,6 +149,7 @@ class ProcessDriver:
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
         env[ENV_VM] = key
         env[ENV_EPOCH] = str(epoch)
+        env[ENV_HOST] = self.host
         log = open(self.state.log_path(key), "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
@@ -120,22 +174,22 @@ class ProcessDriver:
 
     def observe(self, vm: LocalVM) -> Observed:
         if vm.pid is None:
-            return Observed(False, "no process recorded")
+            return Observed("stopped", "no process recorded")
         child = self._children.get(vm.pid)
         if child is not None:
             code = child.poll()
             if code is None:
-                return Observed(True)
+                return RUNNING
             del self._children[vm.pid]
             if code < 0:
-                return Observed(False, f"killed by signal {signal.Signals(-code).name}")
-            return Observed(False, f"exited with code {code}")
+                return Observed("stopped", f"killed by signal {signal.Signals(-code).name}")
+            return Observed("stopped", f"exited with code {code}")
         if is_our_vm(vm.pid, vm.key, vm.start_time):
-            return Observed(True)
-        return Observed(False, "process gone")
+            return RUNNING
+        return Observed("stopped", "process gone")
 
     def _gone(self, vm: LocalVM) -> bool:
-        return not self.observe(vm).running
+        return self.observe(vm).stopped
 
     def stop(self, vm: LocalVM, grace: float) -> None:
         if vm.pid is None or self._gone(vm):
@@ -144,13 +198,21 @@ class ProcessDriver:
         if self._wait_gone(vm, grace):
             return
         _signal_group(vm.pid, signal.SIGKILL)
-        self._wait_gone(vm, 5.0)
+        if not self._wait_gone(vm, 5.0):
+            raise StopError(f"pid {vm.pid} still runs 5s after SIGKILL")
 
     def kill(self, vm: LocalVM) -> None:
         if vm.pid is None or self._gone(vm):
             return
         _signal_group(vm.pid, signal.SIGKILL)
-        self._wait_gone(vm, 2.0)
+        if not self._wait_gone(vm, 2.0):
+            raise StopError(f"pid {vm.pid} still runs 2s after SIGKILL")
+
+    def discover(self, namespace: str, runtimes: Iterable[Runtime]) -> list[LocalVM]:
+        return [
+            LocalVM(key=key, driver=self.name, epoch=epoch, pid=pid, start_time=started)
+            for pid, started, key, epoch in marked_processes(namespace, self.host)
+        ]
 
     def _wait_gone(self, vm: LocalVM, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -22,6 +22,7 @@ from typing import Any
 from hafence import __version__
 from hafence.agent.drivers import Driver, LocalVM, StartError
 from hafence.agent.heartbeat import LeaseWriter
+from hafence.agent.libvirt import LibvirtDriver
 from hafence.agent.localvms import LocalVMs
 from hafence.agent.peers import Peer, PeerChecker, PeerServer, State, own_state
 from hafence.agent.placement import PlacementCache
@@ -286,10 +287,12 @@ class Agent:
         log.info("stopping %s (pid %s): not placed on %s", vm.key, vm.pid, self.cfg.host)
         self.local.stop(vm)
 
-    async def reconcile(self, *, may_start: bool) -> None:
+    async def reconcile(self, *, may_start: bool) -> list[str]:
+        """One pass; returns the keys of the VMs whose stop failed (they may still run)."""
+        failed_stops: list[str] = []
         async with self._pass_lock:
             if not self.cache.synced:
-                return  # nothing is known yet: an empty cache is not "placed nowhere"
+                return failed_stops  # nothing is known yet: an empty cache is not "placed nowhere"
             placed = {
                 k: Placed.from_object(o, self.cfg.host)
                 for k, o in self.cache.relevant(self.cfg.host, self.local).items()
@@ -307,8 +310,14 @@ class Agent:
                 return_exceptions=True,
             )
             for vm, res in zip(plan.stop, results, strict=True):
+                error = None
                 if isinstance(res, BaseException):
-                    log.error("stopping %s failed: %s", vm.key, res)
+                    error = str(res) or type(res).__name__
+                    log.error("stopping %s failed, it may still run: %s", vm.key, error)
+                    failed_stops.append(vm.key)
+                track = plan.report_stop.get(vm.key)
+                if track is not None:
+                    plan.reports[vm.key] = self.reconciler.stop_report(track, error)
             for key in plan.forget:
                 self.local.forget(key)
             for vm in plan.resave:
@@ -326,6 +335,7 @@ class Agent:
                     continue
                 if await self._write_runtime(key, report) and key in plan.forget_after_report:
                     self.local.forget(key)
+        return failed_stops
 
     async def _write_runtime(self, key: str, report: dict[str, Any]) -> bool:
         namespace, _, name = key.partition("/")
@@ -354,10 +364,19 @@ class Agent:
 
     # -- heartbeat and S3 -----------------------------------------------------------
     async def sweep(self) -> None:
-        """S3: with a fresh list, stop every local VM not placed here; then ready."""
+        """S3: with a fresh list, stop every VM of this datacenter that runs here and is
+        not placed here (recorded or found by the drivers' marks); then ready."""
         listed = await asyncio.to_thread(self.api.list, KIND, self.cfg.namespace)
         self._on_watch("snapshot", listed)
-        await self.reconcile(may_start=False)
+        runtimes = []
+        for obj in listed.get("items", []):
+            placed = Placed.from_object(obj, self.cfg.host)
+            if placed.runtime is not None:
+                runtimes.append(placed.runtime)
+        await asyncio.to_thread(self.local.discover, self.cfg.namespace, runtimes)
+        failed = await self.reconcile(may_start=False)
+        if failed:
+            raise RuntimeError(f"could not stop {', '.join(failed)}: not ready")
         self.swept = True
         log.info(
             "S3 sweep done: %d VMs running here, all placed on %s",
@@ -523,6 +542,15 @@ class Agent:
         self._start_peers()
         self.watchdog.start()
         loop = asyncio.get_running_loop()
+
+        def kick() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing to wake
+                loop.call_soon_threadsafe(self._kick.set)
+
+        for driver in self.drivers.values():
+            if isinstance(driver, LibvirtDriver):
+                # Lifecycle events arrive on libvirt's thread: a pass now, not at the poll.
+                driver.on_event = kick
 
         def post(kind: str, payload: Any) -> None:
             loop.call_soon_threadsafe(self._on_watch, kind, payload)

@@ -11,6 +11,12 @@ Always, and this agent has not marked it Failed for the current placement epoch.
 The crash budget (restarts, Failed) is per placement epoch: a new placement by the
 operator starts it afresh.
 
+Doubt never lets a VM go: ``Stopped`` is reported only for a VM verified stopped (the
+driver observed it not running, or a stop returned after verifying it), ``StopFailed``
+for a stop that could not be verified, and ``Unknown`` when the driver cannot tell
+whether a VM placed here runs; neither restarts it nor counts a crash, and the record
+is kept (the operator keeps the VM on this host until it is proven off).
+
 This module decides; it does no I/O of its own: drivers act, the caller writes.
 """
 
@@ -120,6 +126,9 @@ class Plan:
     # an agent restart in between still knows not to run them again.
     forget_after_report: list[str] = field(default_factory=list)
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # VMs in ``stop`` whose runtime this host reports: Stopped or StopFailed, once the
+    # stop's outcome is known (``Reconciler.stop_report``).
+    report_stop: dict[str, Track] = field(default_factory=dict)
 
 
 def runtime_report(
@@ -168,16 +177,34 @@ class Reconciler:
                 self._fenced(plan, placed, vm)
                 continue
             if placed is None or not placed.should_run:
-                if vm is not None and obs is not None and obs.running:
-                    plan.stop.append(vm)
-                elif vm is not None:
+                writable = placed is not None and placed.runtime_writable_by(
+                    self.host, vm is not None
+                )
+                if vm is not None and obs is not None and obs.stopped:
                     plan.forget.append(key)
-                if placed is not None and placed.runtime_writable_by(self.host, vm is not None):
+                elif vm is not None:
+                    # Running, or the driver cannot tell: stop it; the report waits
+                    # for the stop's verdict.
+                    plan.stop.append(vm)
+                    if placed is not None and writable:
+                        plan.report_stop[key] = self.track(placed)
+                    writable = False
+                if placed is not None and writable:
                     plan.reports[key] = runtime_report(self.host, "Stopped", self.track(placed))
                 if placed is None:
                     self.tracks.pop(key, None)
                 continue
             track = self.track(placed)
+            if vm is not None and (obs is None or obs.unknown):
+                detail = obs.detail if obs is not None else "not observed"
+                plan.reports[key] = runtime_report(
+                    self.host,
+                    "Unknown",
+                    track,
+                    message=f"cannot tell whether it runs: {detail}",
+                    pid=vm.pid,
+                )
+                continue
             if vm is not None and obs is not None and obs.running:
                 if vm.epoch != placed.epoch:
                     # Re-placed here while running (same host, new decision): the
@@ -230,6 +257,14 @@ class Reconciler:
         track.failed = reason
         plan.reports[vm.key] = runtime_report(self.host, "Failed", track, message=reason)
         plan.forget_after_report.append(vm.key)
+
+    def stop_report(self, track: Track, error: str | None) -> dict[str, Any]:
+        """The report after a stop: Stopped only if it was verified."""
+        if error is None:
+            return runtime_report(self.host, "Stopped", track)
+        return runtime_report(
+            self.host, "StopFailed", track, message=f"stop failed, it may still run: {error}"
+        )
 
     def started(self, placed: Placed, vm: LocalVM) -> dict[str, Any]:
         return runtime_report(self.host, "Running", self.track(placed), pid=vm.pid)

@@ -30,7 +30,11 @@ from hafence.api.base import (
 VMPhase = Literal["Pending", "Scheduled", "Running", "Unknown", "Down", "Failed"]
 Priority = Literal["High", "Medium", "Low"]
 PRIORITY_RANK: dict[str, int] = {"High": 0, "Medium": 1, "Low": 2}
-RuntimeState = Literal["Starting", "Running", "Stopped", "Crashed", "Failed"]
+# Stopped: verified stopped.  StopFailed: a stop that could not be verified, and Unknown:
+# the agent's driver cannot tell whether it runs — both mean "it may still run there".
+RuntimeState = Literal[
+    "Starting", "Running", "Stopped", "Crashed", "Failed", "StopFailed", "Unknown"
+]
 
 
 class VMResources(Model):

@@ -186,6 +186,8 @@ class VMBook:
             phase = "Running"
             if rec.running_since is None:
                 rec.running_since = now
+        elif rt.state in ("Unknown", "StopFailed"):
+            phase = "Unknown"  # its agent cannot tell: it may run there, it stays there
         elif rt.state == "Failed":
             message = rt.message or "failed on its host"
             since = rec.running_since

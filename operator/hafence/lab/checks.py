@@ -174,6 +174,12 @@ def check_common(lab: Lab, result: ScenarioResult, ha: set[str], pets: set[str])
         not lab.checker.violations,
         "; ".join(v.describe() for v in lab.checker.violations),
     )
+    if lab.dc is not None and lab.dc.vm_driver == "libvirt":
+        result.check(
+            "no disk image was ever open in two qemu processes at once (sampled every 100 ms)",
+            not lab.dc.disk_violations,
+            "; ".join(lab.dc.disk_violations[:5]),
+        )
 
 
 def no_early_start(

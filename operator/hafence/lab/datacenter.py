@@ -26,6 +26,15 @@ A virtual host is what hafence would find in a datacenter, made of local parts:
 Which VM process belongs to which virtual host is read from the process itself: each
 host's agent runs with ``PATH`` starting with the host's own ``bin`` directory, which
 the agent passes on to its VMs (see :func:`vm_processes`).
+
+With ``vm_driver="libvirt"`` the VMs are real: each host also has a libvirt daemon of
+its own (:mod:`hafence.lab.libvirtd`), its agent reaches it as ``qemu:///session``
+(``--libvirt-uri-alias``), and each HA VM is a tiny qemu domain whose disk image lives
+in the lab's ``shared`` directory (the datacenter's shared storage).  Power off kills
+the agent and every qemu of that host's daemon at once; power on starts a fresh daemon
+(definitions kept, runtime state gone, as after a reboot) and a fresh agent.  A qemu
+belongs to the host whose daemon directory its command line names, and is the VM its
+``-name guest=`` names.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from hafence.lab.controlplane import free_port
 from hafence.lab.hostshell import HostKey, HostShells, new_key
 from hafence.lab.ilo2 import POWER_PRIV, Ilo2
 from hafence.lab.kdump import KdumpSender, host_address
+from hafence.lab.libvirtd import Libvirtd, domain_xml, make_disk, qemu_processes
 from hafence.lab.netcut import Forwarder, server_of
 from hafence.lab.pdu import ApcPdu, DualFeed
 from hafence.lab.power import PowerDevice
@@ -64,6 +74,9 @@ BMC_USER = "hafence-power"
 # pair of APC PDUs feeding its two power supplies (the samples' concurrent group).
 FENCE_TYPES = ("ipmilan", "ilo2", "apc_snmp")
 ILO2_OPTIONS = "ssl=yes,ssl_insecure=yes,inet4_only=yes"
+VM_COMMAND = ["/bin/sleep", "infinity"]
+# What the lab's libvirt VMs name as their URI; each agent maps it to its own daemon.
+LAB_LIBVIRT_URI = "qemu:///session"
 
 Notify = Callable[[str, str, str], None]  # (kind, subject, text)
 
@@ -120,6 +133,7 @@ class VirtualHost:
     peer_port: int = 0  # fixed across agent restarts, as on a real host
     watchdog_resets: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    libvirtd: Libvirtd | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -155,6 +169,7 @@ class Datacenter:
         agent: AgentTimings,
         notify: Notify = _noop,
         fence_type: str = "ipmilan",
+        vm_driver: str = "process",
     ) -> None:
         if fence_type not in FENCE_TYPES:
             raise ValueError(f"fence type {fence_type!r}: choose {', '.join(FENCE_TYPES)}")
@@ -162,6 +177,9 @@ class Datacenter:
         self.ilos: dict[str, Ilo2] = {}
         self.pdus: list[ApcPdu] = []
         self.feeds: dict[str, DualFeed] = {}
+        self.vm_driver = vm_driver
+        self.shared = workdir / "shared"  # libvirt: the VMs' disk images
+        self.disk_violations: list[str] = []
         self.admin_kubeconfig = admin_kubeconfig
         self.namespace = namespace
         self.workdir = workdir
@@ -180,13 +198,45 @@ class Datacenter:
 
     def vm_processes(self) -> list[tuple[int, str, str | None]]:
         """(pid, VM key, host) of every VM process of this lab's namespace, right now."""
+        if self.vm_driver == "libvirt":
+            roots = {str(h.libvirtd.root): h.name for h in self.hosts.values() if h.libvirtd}
+            found = qemu_processes(roots, self.shared)
+            self._check_disks(found)
+            # Only this lab's daemons: other qemu on the machine are none of its business.
+            found = [f for f in found if f[2] is not None]
+            return [(pid, f"{self.namespace}/{guest}", host) for pid, guest, host, _ in found]
         bins = {str(h.bin_dir): h.name for h in self.hosts.values()}
         return vm_processes(bins, self.namespace)
+
+    def _check_disks(self, found: list[tuple[int, str, str | None, list[str]]]) -> None:
+        """No disk image of the shared storage open in two qemu processes at once."""
+        holders: dict[str, list[str]] = {}
+        for pid, guest, host, disks in found:
+            for disk in disks:
+                holders.setdefault(disk, []).append(f"{guest} pid {pid} on {host or '?'}")
+        for disk, who in holders.items():
+            if len(who) > 1:
+                self.disk_violations.append(f"{disk} open by {len(who)} qemu: {', '.join(who)}")
+
+    def vm_runtime(self, name: str) -> dict[str, object]:
+        """``spec.runtime`` of the lab VM ``name``: a process, or a qemu domain with its
+        disk on the shared storage."""
+        if self.vm_driver != "libvirt":
+            return {"driver": "process", "process": {"command": VM_COMMAND}}
+        disk = make_disk(self.shared / f"{name}.img")
+        xml = domain_xml(name, disk)
+        return {"driver": "libvirt", "libvirt": {"uri": LAB_LIBVIRT_URI, "domainXML": xml}}
 
     # -- building -------------------------------------------------------------------
     def start(self) -> None:
         """Forwarders, BMCs and sshd; the agents start with :meth:`boot_all`."""
         target = server_of(self.admin_kubeconfig)
+        if self.vm_driver == "libvirt":
+            # The daemons run as nobody: every directory down to theirs must be searchable.
+            for d in (self.workdir, self.hosts_dir):
+                d.mkdir(parents=True, exist_ok=True)
+                d.chmod(0o755)
+            self.shared.mkdir(exist_ok=True)
         self.peer_token.write_text(secrets.token_hex(32))
         self.peer_token.chmod(0o600)
         for index, (name, rack) in enumerate(self._host_names):
@@ -199,6 +249,9 @@ class Datacenter:
             host = VirtualHost(
                 name, rack, hdir, fwd, device, password, new_key(), address=host_address(index)
             )
+            if self.vm_driver == "libvirt":
+                hdir.chmod(0o755)  # the daemon runs as nobody
+                host.libvirtd = Libvirtd(hdir / "libvirt")
             host.bin_dir.mkdir()
             host.state_dir.mkdir()
             host.peer_port = free_port()
@@ -270,6 +323,8 @@ class Datacenter:
     def boot_all(self) -> None:
         for host in self.hosts.values():
             with host.lock:
+                if host.libvirtd is not None:
+                    host.libvirtd.start()
                 self._start_agent(host, new_boot=False)
 
     # -- what the hardware does -----------------------------------------------------
@@ -299,7 +354,14 @@ class Datacenter:
                 else []
             ),
             *self.timings.argv(),
+            *self._libvirt_argv(host),
         ]
+
+    def _libvirt_argv(self, host: VirtualHost) -> list[str]:
+        if host.libvirtd is None:
+            return []
+        uri = host.libvirtd.uri
+        return ["--libvirt-uri", uri, "--libvirt-uri-alias", f"{LAB_LIBVIRT_URI}={uri}"]
 
     def _start_agent(self, host: VirtualHost, *, new_boot: bool) -> None:
         if new_boot:
@@ -337,6 +399,8 @@ class Datacenter:
 
     def _kill_vms(self, host: VirtualHost, kids: list[int]) -> list[str]:
         killed = set(kill_all(host.state_dir))
+        if host.libvirtd is not None:
+            killed.update(f"{self.namespace}/{d}" for d in host.libvirtd.power_off())
         for pid in kids:
             kill_group(pid)
         for pid, key, owner in self.vm_processes():
@@ -368,6 +432,8 @@ class Datacenter:
                 )
             elif state == "on" and not host.powered:
                 host.powered = True
+                if host.libvirtd is not None:
+                    host.libvirtd.start()
                 self._start_agent(host, new_boot=True)
                 self._sync_reachable(host)
                 self.notify("power", name, f"powered on: agent booting, boot ID {host.boot_id[:8]}")

@@ -79,6 +79,14 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="agents' lease duration in seconds (default 3 lab, 10 production)",
     )
+    p.add_argument(
+        "--vm-driver",
+        default="process",
+        choices=["process", "libvirt"],
+        help="the lab's VMs: processes (default), or qemu domains with a libvirt "
+        "daemon per virtual host and disks on a shared directory (root, Debian's "
+        "libvirt-daemon and qemu-system-x86)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="run the scenarios N times")
     p.add_argument(
         "--output",
@@ -201,6 +209,7 @@ def main(argv: list[str]) -> int:
             keep_namespace=args.keep_namespace,
             out=out,
             fence_type=args.fence_type,
+            vm_driver=args.vm_driver,
         )
     except LabError as exc:
         print(f"hafence lab: {exc}", file=sys.stderr)

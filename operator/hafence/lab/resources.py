@@ -15,7 +15,6 @@ from typing import Any
 from hafence.lab.datacenter import BMC_USER, Datacenter
 
 CLUSTER = "lab"
-VM_COMMAND = ["/bin/sleep", "infinity"]
 FENCE_AGENT_TIMEOUT = 5  # seconds per BMC operation (FenceAgent timeoutSeconds)
 
 
@@ -95,7 +94,7 @@ def manifests(dc: Datacenter, self_fencing: int | None = None) -> list[dict[str,
                         "priority": priority,
                         "resources": {"cpu": 1, "memoryMiB": 256},
                         "placement": {"cluster": CLUSTER, "preferredHosts": [host.name]},
-                        "runtime": {"driver": "process", "process": {"command": VM_COMMAND}},
+                        "runtime": dc.vm_runtime(name),
                     },
                 }
             )

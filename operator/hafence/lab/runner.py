@@ -37,12 +37,14 @@ from hafence.lab.binaries import BinariesUnavailable, ensure
 from hafence.lab.controlplane import ControlPlane, free_port
 from hafence.lab.datacenter import FENCE_TYPES, AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
+from hafence.lab.libvirtd import unavailable as libvirt_unavailable
 from hafence.lab.processes import stop_process_group
 from hafence.lab.resources import manifests
 from hafence.lab.timeline import Timeline, Watchers
 
 RACK_SIZE = 2
 PROFILES = ("lab", "production")
+VM_DRIVERS = ("process", "libvirt")
 
 
 class LabError(RuntimeError):
@@ -67,6 +69,7 @@ class LabConfig:
     wait_scale: float = 1.0  # multiplies every wait's timeout
     self_fencing: int | None = None  # every Host self-fences with this watchdog timeout
     fence_type: str = "ipmilan"  # the hosts' power management: ipmilan, ilo2, apc_snmp
+    vm_driver: str = "process"  # libvirt: qemu domains, a libvirt daemon per host
 
     def __post_init__(self) -> None:
         if self.hosts < 2:
@@ -77,6 +80,10 @@ class LabConfig:
             raise LabError(f"profile {self.profile!r}: choose {' or '.join(PROFILES)}")
         if self.fence_type not in FENCE_TYPES:
             raise LabError(f"fence type {self.fence_type!r}: choose {', '.join(FENCE_TYPES)}")
+        if self.vm_driver not in VM_DRIVERS:
+            raise LabError(f"vm_driver {self.vm_driver!r}: choose {' or '.join(VM_DRIVERS)}")
+        if self.vm_driver == "libvirt" and (why := libvirt_unavailable()) is not None:
+            raise LabError(f"vm_driver 'libvirt': {why}")
         if self.lease_duration is not None and self.lease_duration < 3:
             raise LabError(f"lease_duration {self.lease_duration!r}: at least 3 seconds")
 
@@ -147,6 +154,7 @@ class Lab:
             agent=AgentTimings(lease_duration=self.config.agent_lease),
             notify=tl.notify,
             fence_type=self.config.fence_type,
+            vm_driver=self.config.vm_driver,
         )
         self.dc.start()
         objects = manifests(self.dc, self_fencing=self.config.self_fencing)
