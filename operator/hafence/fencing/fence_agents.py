@@ -160,7 +160,7 @@ class FenceAgentDriver(BaseDriver):
             if error:
                 raise Unsupported(f"{settings.name}: {error}")
         for key in options:
-            why = grammar.forbidden_key(key)
+            why = grammar.forbidden_key(key.replace("-", "_"))
             if why:
                 raise Unsupported(f"{settings.name}: option {key!r} {why}")
         self.program = program
