@@ -84,7 +84,7 @@ def test_api_server_accepts_the_good_manifests(control_plane, namespace: str) ->
 
 
 def test_what_the_api_accepts_the_runtime_accepts() -> None:
-    for path, doc in _docs("good"):
+    for _path, doc in _docs("good"):
         spec = MODELS[doc["kind"]].model_validate(doc["spec"])
         if doc["kind"] == "FenceAgent":
             build_driver(spec, Credentials("u", "p"))  # type: ignore[arg-type]

@@ -102,3 +102,23 @@ async def test_refused_options_never_reach_the_agent(tmp_path: Path, options: st
             runner=run_local,
         )
     assert not marker.exists()
+
+
+def test_host_key_comment_is_dropped_at_runtime() -> None:
+    from hafence.api.host import HostSpec
+    from hafence.fencing.resolve import grammar
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    spec = HostSpec.model_validate(
+        {
+            "address": "hv1",
+            "cluster": "prod",
+            "capacity": {"cpu": 1, "memoryMiB": 1},
+            "ssh": {
+                "privateKeySecretRef": {"name": "k", "key": "id"},
+                "hostKey": key + " root@hv1",
+            },
+        }
+    )
+    assert spec.ssh is not None and spec.ssh.host_key is not None
+    assert grammar.host_key_material(spec.ssh.host_key) == key

@@ -65,7 +65,10 @@ IPV6 = (
 # An outlet number, a blade slot, a Redfish system id or a VM name.
 PLUG = r"[A-Za-z0-9_.:/@+-]+(?: [A-Za-z0-9_.:/@+-]+)*"
 CLUSTER = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-HOST_KEY = r"(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/]+={0,3}(?: [\x20-\x7e]*)?"
+HOST_KEY = (
+    r"(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/]+={0,3}"
+    r"(?: [\x20-\x7e]*)?"  # the comment of a .pub line, ignored
+)
 
 # --- option keys that a resource may not set -----------------------------------
 # Names as fence-agents spell them (``fence_X -o metadata``); '-' and '_' are the
