@@ -197,6 +197,7 @@ class Datacenter:
             str(host.kubeconfig),
             "--state-dir",
             str(host.state_dir),
+            "--enable-process-driver",
             "--boot-id",
             host.boot_id,
             *self.timings.argv(),
