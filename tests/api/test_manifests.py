@@ -33,6 +33,19 @@ def _expect(path: Path) -> str:
     return first.removeprefix("# expect: ")
 
 
+def _dry_run_apply(control_plane, namespace: str, directory: str):  # type: ignore[no-untyped-def]
+    return control_plane.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-n",
+        namespace,
+        "-f",
+        str(HERE / directory),
+        check=False,
+    )
+
+
 def test_there_are_at_least_60_bad_manifests() -> None:
     assert len(_docs("bad")) >= 60
 
@@ -41,16 +54,7 @@ def test_there_are_at_least_60_bad_manifests() -> None:
 def test_api_server_refuses_each_bad_manifest_with_its_message(
     control_plane, namespace: str
 ) -> None:
-    out = control_plane.kubectl(
-        "apply",
-        "--dry-run=server",
-        "--validate=strict",
-        "-n",
-        namespace,
-        "-f",
-        str(HERE / "bad"),
-        check=False,
-    )
+    out = _dry_run_apply(control_plane, namespace, "bad")
     assert out.returncode != 0
     errors: dict[str, str] = {}
     for block in re.split(r"\n(?=Error from server|The )", out.stderr):
@@ -69,16 +73,7 @@ def test_api_server_refuses_each_bad_manifest_with_its_message(
 
 @pytest.mark.controlplane
 def test_api_server_accepts_the_good_manifests(control_plane, namespace: str) -> None:
-    out = control_plane.kubectl(
-        "apply",
-        "--dry-run=server",
-        "--validate=strict",
-        "-n",
-        namespace,
-        "-f",
-        str(HERE / "good"),
-        check=False,
-    )
+    out = _dry_run_apply(control_plane, namespace, "good")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("(server dry run)") == len(_docs("good"))
 

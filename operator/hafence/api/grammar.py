@@ -327,18 +327,25 @@ MSG_PLUG = (
 )
 
 
-def plug_error(value: str) -> str | None:
-    return None if matches(PLUG, value) else f"plug {value!r} {MSG_PLUG}"
+def _one_regex(what: str, regex: str, message: str) -> tuple[Any, Any]:
+    """The runtime check and the CEL rules of a field that is one regex."""
+
+    def error(value: str) -> str | None:
+        return None if matches(regex, value) else f"{what} {value!r} {message}"
+
+    def rules() -> list[dict[str, Any]]:
+        return [
+            cel(
+                f"self.matches({_cel_re(regex)})",
+                f"{what} {message}",
+                messageExpression=quoted(what, "self", message),
+            )
+        ]
+
+    return error, rules
 
 
-def plug_rules() -> list[dict[str, Any]]:
-    return [
-        cel(
-            f"self.matches({_cel_re(PLUG)})",
-            f"plug {MSG_PLUG}",
-            messageExpression=quoted("plug", "self", MSG_PLUG),
-        )
-    ]
+plug_error, plug_rules = _one_regex("plug", PLUG, MSG_PLUG)
 
 
 MSG_CLUSTER = (
@@ -347,18 +354,7 @@ MSG_CLUSTER = (
 )
 
 
-def cluster_error(value: str) -> str | None:
-    return None if matches(CLUSTER, value) else f"cluster {value!r} {MSG_CLUSTER}"
-
-
-def cluster_rules() -> list[dict[str, Any]]:
-    return [
-        cel(
-            f"self.matches({_cel_re(CLUSTER)})",
-            f"cluster {MSG_CLUSTER}",
-            messageExpression=quoted("cluster", "self", MSG_CLUSTER),
-        )
-    ]
+cluster_error, cluster_rules = _one_regex("cluster", CLUSTER, MSG_CLUSTER)
 
 
 MSG_HOST_KEY = (
