@@ -145,6 +145,7 @@ def main() -> int:
                 ns,
                 "--kubeconfig",
                 str(cp.kubeconfig),
+                "--enable-process-driver",
                 "--state-dir",
                 str(state),
                 "--lease-duration",

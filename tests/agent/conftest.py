@@ -56,6 +56,7 @@ def start_agent(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Agent
         state_dir: Path | None = None,
         boot_id: str = "0123abcd-0000-4000-8000-000000000001",
         lease_duration: int = 3,
+        process_driver: bool = True,
     ) -> AgentProc:
         sd = state_dir or tmp_path / f"state-{host}"
         log = tmp_path / f"agent-{host}-{len(agents)}.log"
@@ -74,6 +75,7 @@ def start_agent(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Agent
             str(sd),
             "--lease-duration",
             str(lease_duration),
+            *(["--enable-process-driver"] if process_driver else []),
             "--boot-id",
             boot_id,
             "--poll-interval",

@@ -114,6 +114,21 @@ def test_missing_command_fails_and_others_keep_running(
     assert agent.proc.poll() is None
 
 
+def test_process_driver_is_off_unless_enabled(
+    api: Api, namespace: str, start_agent: Callable[..., AgentProc], tmp_path
+) -> None:
+    marker = tmp_path / "ran"
+    make_host(api, namespace, "h1")
+    start_agent("h1", namespace, process_driver=False)
+    make_vm(api, namespace, "vm1", ["/usr/bin/touch", str(marker)], host="h1")
+    rt = wait_for(
+        lambda: (r := runtime(api, namespace, "vm1")).get("state") == "Failed" and r,
+        what="VM Failed with a reason",
+    )
+    assert "--enable-process-driver" in rt["message"], rt
+    assert not marker.exists()
+
+
 def test_vms_survive_agent_restart_and_are_adopted(
     api: Api, namespace: str, start_agent: Callable[..., AgentProc]
 ) -> None:

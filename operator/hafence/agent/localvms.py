@@ -122,6 +122,11 @@ class LocalVMs:
             if driver is None:
                 raise StartError(
                     f"spec.runtime.driver {runtime.driver!r} is not enabled on this agent"
+                    + (
+                        " (start it with --enable-process-driver)"
+                        if runtime.driver == "process"
+                        else ""
+                    )
                 )
             vm = driver.start(key, epoch, runtime)
             vm.extra[BOOT_ID] = self.boot_id

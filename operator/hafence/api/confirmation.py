@@ -34,7 +34,15 @@ class FenceConfirmationSpec(Model):
     reason: str = Field(
         min_length=1,
         max_length=1024,
-        pattern=r"\S",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.trim() != ''",
+                    "reason is blank: say how you know the host is off, "
+                    "e.g. 'power cable pulled, checked on site'",
+                )
+            ]
+        },
         description="Why you know the host is off, e.g. 'power cable pulled, checked on site'.",
     )
 

@@ -16,6 +16,7 @@ from hafence.api.base import (
     PrinterColumn,
     cel,
 )
+from hafence.api.grammar import Address, OptionsText, Plug, quoted
 from hafence.api.host import PowerState
 
 # oVirt's power-management type names.  Any `fence_*` agent of Debian's
@@ -51,9 +52,10 @@ NO_CREDENTIALS_TYPES: tuple[str, ...] = (
     "fence_mpath",
 )
 AGENT_TYPE_PATTERN = r"^(" + "|".join(OVIRT_AGENT_TYPES) + r"|fence_[a-z0-9_]+)$"
-# oVirt's options string: key[=value] separated by commas, spaces allowed around.
-OPTIONS_PATTERN = (
-    r"^\s*([A-Za-z0-9_-]+(\s*=\s*[^,=]*)?)?(\s*,\s*[A-Za-z0-9_-]+(\s*=\s*[^,=]*)?)*\s*$"
+_TYPE_MESSAGE = (
+    "is not a fence agent type: use an oVirt name ("
+    + ", ".join(OVIRT_AGENT_TYPES)
+    + ") or a fence-agents program name such as fence_ipmilan"
 )
 
 
@@ -82,25 +84,31 @@ class FenceAgentSpec(Model):
 
     host_ref: ObjectRef = Field(description="The Host this device powers.")
     type: str = Field(
-        pattern=AGENT_TYPE_PATTERN,
         max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.matches(r'{AGENT_TYPE_PATTERN}')",
+                    f"type {_TYPE_MESSAGE}",
+                    messageExpression=quoted("type", "self", _TYPE_MESSAGE),
+                )
+            ]
+        },
         description="oVirt type name (ipmilan, ilo2, idrac, apc, redfish, ...) "
         "or any fence_* agent.",
     )
-    address: str = Field(min_length=1, max_length=253)
+    address: Address = Field(description="The device's host name, IPv4 or IPv6 address.")
     port: int | None = Field(default=None, ge=1, le=65535, description="TCP/UDP port.")
-    plug: str | None = Field(
+    plug: Plug | None = Field(
         default=None,
-        min_length=1,
-        max_length=64,
         description="Outlet, blade slot or VM name on the device (oVirt's port/slot).",
     )
     credentials_secret_ref: CredentialsSecretRef | None = None
-    options: str = Field(
+    options: OptionsText = Field(
         default="",
-        max_length=1024,
-        pattern=OPTIONS_PATTERN,
-        description="oVirt's options string, e.g. 'ssl=yes,ssl_insecure=yes,inet4_only=yes'.",
+        description="oVirt's options string, e.g. 'ssl=yes,ssl_insecure=yes,inet4_only=yes'. "
+        "Credentials belong in the Secret; options that run programs or touch files "
+        "on the host are refused.",
     )
     order: int = Field(
         default=1,

@@ -9,7 +9,6 @@ from pydantic import Field
 
 from hafence.api.base import (
     CONDITIONS_EXTRA,
-    DNS_LABEL,
     Condition,
     Kind,
     Model,
@@ -17,6 +16,7 @@ from hafence.api.base import (
     SecretKeyRef,
     cel,
 )
+from hafence.api.grammar import Address, ClusterName, HostKeyLine
 
 HostPhase = Literal[
     "Pending",
@@ -33,7 +33,9 @@ HostPhase = Literal[
 ]
 PowerState = Literal["on", "off", "unknown"]
 ProxySource = Literal["operator", "cluster", "any"]
-DEFAULT_PROXY_PREFERENCE: tuple[ProxySource, ...] = ("operator", "cluster", "any")
+# `any` is never a default: it would pipe this host's BMC credentials to a hypervisor
+# of another cluster.  A Host that wants it lists it explicitly.
+DEFAULT_PROXY_PREFERENCE: tuple[ProxySource, ...] = ("operator", "cluster")
 
 DEFAULT_SOFT_FENCE_COMMAND = "systemctl restart hafence-agent.service"
 
@@ -63,10 +65,10 @@ class SSHSpec(Model):
     private_key_secret_ref: SecretKeyRef = Field(
         description="Secret key holding the private key (OpenSSH or PEM format)."
     )
-    host_key: str | None = Field(
+    host_key: HostKeyLine | None = Field(
         default=None,
-        pattern=r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$",
-        description="The host's public key, 'TYPE BASE64', as in known_hosts.",
+        description="The host's public key, 'TYPE BASE64' as in known_hosts, or the "
+        "whole line of /etc/ssh/ssh_host_*_key.pub (its comment is ignored).",
     )
     known_hosts_secret_ref: SecretKeyRef | None = None
     soft_fence_command: str = Field(
@@ -84,7 +86,8 @@ class PowerManagement(Model):
         default_factory=lambda: list(DEFAULT_PROXY_PREFERENCE),
         min_length=1,
         description="Where fence agents run from, in order: the operator itself, "
-        "a healthy host of the same cluster, or any healthy host.",
+        "a healthy host of the same cluster, or (only if listed) any healthy host of "
+        "the datacenter.  A proxy receives this host's BMC credentials.",
     )
 
 
@@ -94,13 +97,8 @@ class SelfFencing(Model):
 
 
 class HostSpec(Model):
-    address: str = Field(min_length=1, max_length=253, description="Hostname or IP.")
-    cluster: str = Field(
-        min_length=1,
-        max_length=63,
-        pattern=DNS_LABEL,
-        description="Failure domain: HA VMs restart inside it.",
-    )
+    address: Address = Field(description="Host name, IPv4 or IPv6 address.")
+    cluster: ClusterName = Field(description="Failure domain: HA VMs restart inside it.")
     capacity: Capacity
     maintenance: bool = Field(default=False, description="No new VMs; never fenced.")
     ssh: SSHSpec | None = None

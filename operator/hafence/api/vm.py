@@ -26,6 +26,7 @@ from hafence.api.base import (
     PrinterColumn,
     cel,
 )
+from hafence.api.grammar import ClusterName
 
 VMPhase = Literal["Pending", "Scheduled", "Running", "Unknown", "Down", "Failed"]
 Priority = Literal["High", "Medium", "Low"]
@@ -43,7 +44,7 @@ class VMResources(Model):
 
 
 class Placement(Model):
-    cluster: str = Field(min_length=1, max_length=63)
+    cluster: ClusterName = Field(description="The Host cluster the VM runs in.")
     host_selector: dict[str, str] = Field(
         default_factory=dict, description="Labels a Host must carry (matchLabels)."
     )

@@ -67,12 +67,26 @@ def build_driver(
         settings.name += f" via {proxy.label()}"
     if kind.native == "ipmi":
         opts.setdefault("lanplus", "1")
+    plug = spec.plug
+    if kind.native == "redfish":
+        # fence_redfish ignores plug and, without systems_uri, acts on the last system
+        # it lists: name the declared one, as the native driver does.
+        if plug is not None:
+            opts.setdefault(
+                "systems_uri", plug if plug.startswith("/") else f"/redfish/v1/Systems/{plug}"
+            )
+            plug = None
+        if "systems_uri" not in opts:
+            raise Unsupported(
+                f"{settings.name}: Redfish through fence_redfish needs the system: set "
+                "spec.plug (a system id or /redfish/v1/Systems/...) or systems_uri in options"
+            )
     # Only what the agent knows reaches it; the rest is reported (fencing.metadata).
     opts = check_options(kind.fence_agent, opts, spec.address).options
     if runner is None:
         return FenceAgentDriver(
-            settings, kind.fence_agent, spec.address, port, spec.plug, credentials, opts
+            settings, kind.fence_agent, spec.address, port, plug, credentials, opts
         )
     return FenceAgentDriver(
-        settings, kind.fence_agent, spec.address, port, spec.plug, credentials, opts, runner=runner
+        settings, kind.fence_agent, spec.address, port, plug, credentials, opts, runner=runner
     )

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from hafence.api import grammar
 from hafence.fencing.errors import (
     AuthFailed,
     DeviceError,
@@ -86,6 +87,8 @@ async def run_local(program: str, stdin: bytes, timeout: float) -> Completed:  #
     return Completed(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
+_SECRET_KEYS = frozenset({"username", "password", "community"})
+
 _LOG_LINE = re.compile(r"^\S+ \S+ (ERROR|DEBUG|INFO|WARNING): ", re.MULTILINE)
 _AUTH = re.compile(
     r"unable to establish ipmi v2|password|authenticat|login failed|"
@@ -124,15 +127,41 @@ def without_pexpect_dump(lines: list[str]) -> list[str]:
     return out
 
 
-def stdin_lines(values: Mapping[str, str]) -> bytes:
+_STDIN_KEY = re.compile(r"[a-z0-9][a-z0-9_.]{0,63}")
+
+
+def _clean(value: str) -> bool:
+    # fence-agents read stdin in text mode: '\r' ends a line as well as '\n'.
+    return value == value.strip() and all(c.isprintable() for c in value)
+
+
+def stdin_lines(values: Mapping[str, str], secret: frozenset[str] = frozenset()) -> bytes:
+    """The ``key=value`` lines of an agent's stdin, each key and value checked here.
+
+    The last line of defence: a line break in any value would add an option line
+    (``passwd_script=...`` runs a command).  Values of ``secret`` keys are never
+    quoted in the error.
+    """
     lines = []
     for key, value in values.items():
+        if not _STDIN_KEY.fullmatch(key):
+            raise Unsupported(f"refusing fence-agent option name {key!r}")
+        if not _clean(value):
+            shown = "the Secret's value" if key in secret else repr(value)
+            raise Unsupported(
+                f"refusing to pass {key}: {shown} has a line break, control character "
+                "or leading/trailing space"
+            )
         if key in FLAGS:
             if value == "1":
                 lines.append(f"{key}=1")
         else:
             lines.append(f"{key}={value}")
     return ("\n".join(lines) + "\n").encode()
+
+
+def _is_snmp(program: str) -> bool:
+    return program.endswith("_snmp") or program in ("fence_ifmib", "fence_raritan")
 
 
 class FenceAgentDriver(BaseDriver):
@@ -148,6 +177,17 @@ class FenceAgentDriver(BaseDriver):
         runner: Runner = run_local,
     ) -> None:
         super().__init__(settings)
+        # A spec that never passed the API server (or an older CRD) is checked again.
+        for error in (
+            grammar.address_error(address),
+            grammar.plug_error(plug) if plug is not None else None,
+        ):
+            if error:
+                raise Unsupported(f"{settings.name}: {error}")
+        for key in options:
+            why = grammar.forbidden_key(key.replace("-", "_"))
+            if why:
+                raise Unsupported(f"{settings.name}: option {key!r} {why}")
         self.program = program
         self.address = address
         self.port = port
@@ -173,7 +213,10 @@ class FenceAgentDriver(BaseDriver):
         if self._credentials is not None:
             values["username"] = self._credentials.username
             values["password"] = self._credentials.password
-        return stdin_lines(values)
+            if _is_snmp(self.program) and values.get("snmp_version", "") != "3":
+                # SNMP v1/v2c authenticate by community; it is a credential too.
+                values["community"] = self._credentials.password
+        return stdin_lines(values, _SECRET_KEYS)
 
     def _scrub(self, text: str) -> str:
         creds = self._credentials

@@ -13,13 +13,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from hafence.api import grammar
 from hafence.fencing.errors import Unsupported
 
-_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _TRUE = {"yes", "true", "1", "on"}
 _FALSE = {"no", "false", "0", "off"}
-# Credentials come only from Secrets; an options string is stored in plain spec.
-_FORBIDDEN_KEY = re.compile(r"pass|identity|key_file|secret|token", re.IGNORECASE)
 
 # fence-agents boolean flags: written to an agent's stdin only when true, because an
 # agent treats a present flag as set whatever its value.
@@ -34,8 +32,6 @@ FLAGS = frozenset(
         "inet6_only",
         "secure",
         "verbose",
-        "debug",
-        "snmp_priv_passwd_script",
         "cmd_prompt_nologin",
         "missing_as_off",
         "auto_power_off",
@@ -46,32 +42,18 @@ FLAGS = frozenset(
 def parse_options(text: str) -> dict[str, str]:
     """``'ssl=yes, lanplus ,privlvl=operator'`` -> ``{'ssl': '1', 'lanplus': '1', ...}``.
 
-    Booleans are normalised to ``'1'``/``'0'``; other values are kept verbatim (trimmed).
-    Raises :class:`Unsupported` naming the bad token.
+    The grammar (characters, refused keys) is :mod:`hafence.api.grammar`'s, the one
+    the CRD enforces.  Booleans are normalised to ``'1'``/``'0'``; other values are
+    kept verbatim (trimmed).  Raises :class:`Unsupported` saying what is wrong.
     """
+    try:
+        tokens = grammar.parse_options(text)
+    except ValueError as exc:
+        raise Unsupported(f"spec.options: {exc}") from None
     out: dict[str, str] = {}
-    if not text.strip():
-        return out
-    for raw in text.split(","):
-        token = raw.strip()
-        if not token:
-            raise Unsupported(f"options {text!r}: empty token (stray comma)")
-        key, sep, value = token.partition("=")
-        key, value = key.strip(), value.strip()
-        if not _KEY.match(key):
-            raise Unsupported(f"options: bad key in token {token!r}")
-        if _FORBIDDEN_KEY.search(key):
-            raise Unsupported(
-                f"options: token {key!r} not allowed: credentials come from the Secret"
-            )
-        if sep and not value:
-            raise Unsupported(f"options: token {token!r} has '=' but no value")
-        if any(ord(c) < 32 or c in "=\x7f" for c in value):
-            raise Unsupported(f"options: token {token!r} has a bad character in its value")
-        if key in out:
-            raise Unsupported(f"options: token {key!r} given twice")
-        low = value.lower()
-        if not sep or low in _TRUE:
+    for key, value in tokens:
+        low = (value or "").lower()
+        if value is None or low in _TRUE:
             out[key] = "1"
         elif low in _FALSE:
             out[key] = "0"

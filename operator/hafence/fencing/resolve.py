@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hafence.api import grammar
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.api.host import HostSpec, SSHSpec
 from hafence.fencing.drivers import build_driver
@@ -66,7 +67,8 @@ def ssh_target(api: Api, namespace: str, host_name: str, host: HostSpec) -> SSHT
         private_key=key,
         port=ssh.port,
         user=ssh.user,
-        host_key=ssh.host_key,
+        # A pasted .pub line carries a comment; only TYPE BASE64 is the key.
+        host_key=grammar.host_key_material(ssh.host_key) if ssh.host_key else None,
         known_hosts=known,
         name=host_name,
     )

@@ -342,6 +342,7 @@ class Datacenter:
             str(host.kubeconfig),
             "--state-dir",
             str(host.state_dir),
+            "--enable-process-driver",
             "--boot-id",
             host.boot_id,
             "--peer-token-file",
