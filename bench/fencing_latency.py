@@ -168,9 +168,11 @@ async def bench_emulated_devices(creds: Credentials, runs: int) -> None:
         )
     with ApcPdu("pdu-a") as a, ApcPdu("pdu-b") as b:
         DualFeed("bench", [(pdu, pdu.add_outlet(1, "bench")) for pdu in (a, b)])
-        pdu_spec = {"options": "snmp_version=1,community=private"}
+        pdu_spec = {"options": "snmp_version=1"}  # the community is the password
+        pdu_creds = Credentials(USER, "private")
         drivers = [
-            build_driver(spec("apc_snmp", pdu.port, plug="1", **pdu_spec), creds) for pdu in (a, b)
+            build_driver(spec("apc_snmp", pdu.port, plug="1", **pdu_spec), pdu_creds)
+            for pdu in (a, b)
         ]
         await bench_driver("fence_apc_snmp (PDU emulator)", drivers[0], runs)
         status = await measure(lambda: run_group(drivers, "status"), runs)

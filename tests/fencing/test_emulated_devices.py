@@ -83,13 +83,13 @@ def pdus() -> Iterator[tuple[ApcPdu, ApcPdu, DualFeed]]:
         yield a, b, feed
 
 
-SAMPLE_PDU = "snmp_version=1,community=private"
+SAMPLE_PDU = "snmp_version=1"  # the community is the Secret's password
 
 
 async def test_pdu_pair_off_needs_both_outlets(pdus: tuple[ApcPdu, ApcPdu, DualFeed]) -> None:
     a, b, feed = pdus
     feed.set_power("on")
-    creds = Credentials("snmp", "unused-by-v1")
+    creds = Credentials("snmp", "private")
     drivers = [
         build_driver(spec("apc_snmp", pdu.port, SAMPLE_PDU, plug="12"), creds, poll_interval=0.1)
         for pdu in (a, b)
@@ -114,6 +114,6 @@ async def test_pdu_pair_off_needs_both_outlets(pdus: tuple[ApcPdu, ApcPdu, DualF
 async def test_pdu_outlet_by_name(pdus: tuple[ApcPdu, ApcPdu, DualFeed]) -> None:
     a, _, _ = pdus
     named = build_driver(
-        spec("apc_snmp", a.port, SAMPLE_PDU, plug="hv-a2-psu1"), Credentials("snmp", "x")
+        spec("apc_snmp", a.port, SAMPLE_PDU, plug="hv-a2-psu1"), Credentials("snmp", "private")
     )
     assert (await named.status()).power_state == a.outlets[12].power

@@ -49,7 +49,7 @@ def test_an_unknown_option_is_reported_and_not_passed() -> None:
     assert report.options == {"ssl": "1", "ribcl_version": "2.0"}
     assert "options unknown to fence_ilo2 (not passed): lanplus, colour" in report.message()
     # TLS options on an agent without TLS are ignored, not unknown.
-    snmp = options_report(spec("apc_snmp", "ssl_insecure=yes,community=private"))
+    snmp = options_report(spec("apc_snmp", "ssl_insecure=yes,snmp_version=1"))
     assert snmp.valid and snmp.ignored == {"ssl_insecure": "fence_apc_snmp does not use TLS"}
 
 

@@ -145,7 +145,7 @@ def test_pdu_pair_off_needs_both(api: Api, namespace: str, kubeconfig: str) -> N
     ns = namespace
     with ApcPdu("pdu-a") as a, ApcPdu("pdu-b") as b:
         feed = DualFeed("hv-a2", [(pdu, pdu.add_outlet(12, "hv-a2")) for pdu in (a, b)])
-        secret(api, ns, "pdu-snmp", "snmp", "unused-by-snmp-v1")
+        secret(api, ns, "pdu-snmp", "snmp", "private")  # SNMP v1: the community
         api.create("Host", ns, host("hv-a2"))
         for pdu in (a, b):
             agent(
@@ -157,7 +157,7 @@ def test_pdu_pair_off_needs_both(api: Api, namespace: str, kubeconfig: str) -> N
                 port=pdu.port,
                 plug="12",
                 credentialsSecretRef={"name": "pdu-snmp"},
-                options="snmp_version=1,community=private",
+                options="snmp_version=1",
             )
         b.refuse_writes = True
         refused = hafence(kubeconfig, "power", "hv-a2", "off", "-n", ns)

@@ -29,7 +29,7 @@ from hafence.fencing.errors import (
     Unsupported,
     scrub,
 )
-from hafence.fencing.options import FLAGS
+from hafence.fencing.options import FLAGS, own_default
 from hafence.fencing.protocol import BaseDriver, Credentials, DriverSettings, PowerState
 
 
@@ -184,8 +184,8 @@ class FenceAgentDriver(BaseDriver):
         ):
             if error:
                 raise Unsupported(f"{settings.name}: {error}")
-        for key in options:
-            why = grammar.forbidden_key(key.replace("-", "_"))
+        for key, value in options.items():
+            why = None if own_default(key, value) else grammar.forbidden_key(key.replace("-", "_"))
             if why:
                 raise Unsupported(f"{settings.name}: option {key!r} {why}")
         self.program = program

@@ -145,6 +145,12 @@ def agent_type(name: str) -> AgentType:
     )
 
 
+def own_default(key: str, value: str) -> bool:
+    """Whether ``key=value`` is one of hafence's own per-type defaults (such as fence_apc's
+    ``ssh_options``): a constant of ours, never a value from a resource."""
+    return any(t.defaults.get(key) == value for t in AGENT_TYPES.values())
+
+
 def effective_options(kind: AgentType, text: str) -> dict[str, str]:
     """The parsed options with oVirt's ``secure`` mapped and per-type defaults filled in."""
     opts = parse_options(text)

@@ -177,6 +177,7 @@ class Datacenter:
         self.ilos: dict[str, Ilo2] = {}
         self.pdus: list[ApcPdu] = []
         self.feeds: dict[str, DualFeed] = {}
+        self.pdu_community = secrets.token_urlsafe(12)
         self.vm_driver = vm_driver
         self.shared = workdir / "shared"  # libvirt: the VMs' disk images
         self.disk_violations: list[str] = []
@@ -245,6 +246,9 @@ class Datacenter:
             fwd = Forwarder(*target, name=name)
             # IPMI 2.0 passwords are at most 20 bytes.
             password = secrets.token_urlsafe(12)
+            if self.fence_type == "apc_snmp":
+                # SNMP v1 authenticates by community: the Secret's password is the PDUs'.
+                password = self.pdu_community
             device = self._power_device(name, password)
             host = VirtualHost(
                 name, rack, hdir, fwd, device, password, new_key(), address=host_address(index)
@@ -279,7 +283,9 @@ class Datacenter:
             return ilo
         if self.fence_type == "apc_snmp":
             if not self.pdus:
-                self.pdus = [ApcPdu("pdu-a"), ApcPdu("pdu-b")]
+                self.pdus = [
+                    ApcPdu(n, write_community=self.pdu_community) for n in ("pdu-a", "pdu-b")
+                ]
             outlet = len(self.feeds) + 1
             feed = DualFeed(name, [(pdu, pdu.add_outlet(outlet, name)) for pdu in self.pdus])
             feed.on_power_change = changed
@@ -311,7 +317,7 @@ class Datacenter:
                         "type": "apc_snmp",
                         "port": pdu.port,
                         "plug": str(next(n for n, o in pdu.outlets.items() if o is outlet)),
-                        "options": "snmp_version=1,community=private",
+                        "options": "snmp_version=1",
                     },
                 )
                 for pdu, outlet in feed.feeds
