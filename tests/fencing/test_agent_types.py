@@ -19,7 +19,7 @@ from hafence.api.fenceagent import OVIRT_AGENT_TYPES, FenceAgentSpec
 from hafence.fencing.agent_types import KNOWN_BROKEN, RUNTIMES, required_packages
 from hafence.fencing.drivers import build_driver
 from hafence.fencing.errors import FenceError, TimedOut, Unreachable, Unsupported
-from hafence.fencing.fence_agents import FenceAgentDriver
+from hafence.fencing.fence_agents import Completed, FenceAgentDriver
 from hafence.fencing.options import AGENT_TYPES, effective_options
 from hafence.fencing.protocol import Credentials, DriverSettings
 
@@ -28,7 +28,9 @@ CREDS = Credentials("fence-test", "n0t-the-password")
 _NOT_RUN = re.compile(
     r"not found|not executable|Traceback|(Attribute|Import|ModuleNotFound|Name|Type|Key)Error"
 )
-_AT_NETWORK = re.compile(r"refused|timed out|unable to connect|unreachable|no route", re.I)
+_AT_NETWORK = re.compile(
+    r"refused|timed out|unable to connect|unreachable|no route|no response from", re.I
+)
 
 
 def closed_port() -> int:
@@ -148,3 +150,30 @@ def test_the_image_installs_what_every_agent_needs() -> None:
 def test_make_setup_installs_what_every_agent_needs() -> None:
     missing = set(required_packages()) - _makefile_packages()
     assert not missing, f"Makefile's SYSTEM_PACKAGES lacks {sorted(missing)}"
+
+
+async def test_an_snmp_device_that_never_answers_is_unreachable() -> None:
+    """fence_apc_snmp sometimes reports a silent UDP peer as a failed status carrying
+    snmpwalk's "Timeout: No Response from": that is the network, not the device."""
+    said = (
+        "2026-12-01 21:00:00,000 ERROR: Failed: Unable to obtain correct plug status "
+        "or plug is not available\n"
+        "/usr/bin/snmpwalk -m '' -Oeqn  -v '1' -c '***' '127.0.0.1:55333' "
+        "'.1.3.6.1.2.1.1.2.0'\nTimeout: No Response from 127.0.0.1:55333\n"
+    )
+
+    async def runner(program: str, stdin: str, timeout: float) -> Completed:  # noqa: ASYNC109
+        return Completed(1, "", said)
+
+    driver = FenceAgentDriver(
+        DriverSettings("pdu", timeout=5, power_wait=2),
+        "fence_apc_snmp",
+        "127.0.0.1",
+        55333,
+        "1",
+        CREDS,
+        {"snmp_version": "1"},
+        runner=runner,
+    )
+    with pytest.raises(Unreachable, match="No Response"):
+        await driver.status()

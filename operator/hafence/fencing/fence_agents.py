@@ -95,9 +95,11 @@ _AUTH = re.compile(
     r"unauthori[sz]ed|invalid user",
     re.IGNORECASE,
 )
+# "No Response from": net-snmp's words when a UDP device never answers (fence_*_snmp
+# report it as a failed status, not as a connection error).
 _UNREACH = re.compile(
     r"connection timed out|unable to connect|connection refused|"
-    r"no route|name or service not known|timed out",
+    r"no route|name or service not known|timed out|no response from",
     re.IGNORECASE,
 )
 
