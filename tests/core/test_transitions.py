@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 
-from hafence.api.host import HostPhase
+from hafence.api.host import HostPhase, OutagePhase
 from hafence.core.transitions import (
     OUTAGE_PHASES,
     RELEASED_PHASES,
@@ -31,6 +31,9 @@ def _reachable(start: Phase) -> set[Phase]:
 
 def test_phases_are_the_api_phases() -> None:
     assert {p.value for p in Phase} == set(typing.get_args(HostPhase))
+    # A HostOutage's states: the outage before the proof and after it.
+    outage = {p.value for p in OUTAGE_PHASES | RELEASED_PHASES}
+    assert outage == set(typing.get_args(OutagePhase))
 
 
 def test_every_phase_is_reachable_from_pending_and_can_return_up() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
@@ -18,9 +18,9 @@ from hafence.api.base import (
 )
 from hafence.api.grammar import Address, ClusterName, HostKeyLine
 
-HostPhase = Literal[
-    "Pending",
-    "Up",
+# The phases of a host in an outage, from the lease expiring until it is Up again (or
+# in maintenance, or deleted): what a HostOutage records (api/outage.py).
+OutagePhase = Literal[
     "Connecting",
     "SoftFencing",
     "NonResponsive",
@@ -29,8 +29,12 @@ HostPhase = Literal[
     "Isolated",
     "ManuallyFenced",
     "SelfFenced",
-    "Maintenance",
 ]
+# Every phase of a host; core/transitions.py's Phase is the same list (a test says so).
+HostPhase = Literal["Pending", "Up", OutagePhase, "Maintenance"]
+# The others: a host in one of these is in no outage (its HostOutage is closed, and
+# nobody but the power-management check talks to its BMC).
+NO_OUTAGE_PHASES: frozenset[str] = frozenset(get_args(HostPhase)) - frozenset(get_args(OutagePhase))
 PowerState = Literal["on", "off", "unknown"]
 ProxySource = Literal["operator", "cluster", "any"]
 # `any` is never a default: it would pipe this host's BMC credentials to a hypervisor

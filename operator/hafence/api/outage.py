@@ -12,22 +12,13 @@ from typing import Literal
 from pydantic import Field
 
 from hafence.api.base import Kind, Model, ObjectRef, PrinterColumn
+from hafence.api.host import OutagePhase
 
 AttemptKind = Literal["power-status", "soft-fence", "fence"]
 ProofKind = Literal["fence", "kdump", "confirmation", "self-fence"]
 # The Host's phase while the outage lasts, then Closed (the host is Up again, in
 # maintenance or deleted).
-OutageState = Literal[
-    "Connecting",
-    "SoftFencing",
-    "NonResponsive",
-    "Fencing",
-    "Rebooting",
-    "Isolated",
-    "ManuallyFenced",
-    "SelfFenced",
-    "Closed",
-]
+OutageState = Literal[OutagePhase, "Closed"]
 
 
 class HostOutageSpec(Model):

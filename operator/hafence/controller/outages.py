@@ -29,6 +29,7 @@ from typing import Any
 
 from hafence.api.base import API_VERSION
 from hafence.api.confirmation import CONFIRMED_BY_ANNOTATION
+from hafence.api.host import NO_OUTAGE_PHASES
 from hafence.api.lease import HOST_LABEL
 from hafence.api.outage import AttemptEntry, HostOutageStatus, PhaseEntry, Proof, ReleasedVM
 from hafence.controller.cache import Cache
@@ -39,7 +40,7 @@ from hafence.kube import Api, Conflict, KubeError, NotFound
 
 log = logging.getLogger(__name__)
 
-CLOSING_PHASES = ("Up", "Maintenance", "Pending")
+CLOSING_PHASES = NO_OUTAGE_PHASES  # the host is back (or in maintenance): the record closes
 _VIA = re.compile(r"\bvia ([A-Za-z0-9][-A-Za-z0-9.]*)")
 
 

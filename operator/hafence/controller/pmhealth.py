@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from hafence.api.host import NO_OUTAGE_PHASES
 from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.logs import fields
@@ -35,8 +36,8 @@ from hafence.kube import Api, KubeError
 
 log = logging.getLogger(__name__)
 
-# Phases in which nobody else talks to the host's BMC.
-CHECKED_PHASES = ("Up", "Maintenance", "Pending")
+# Phases in which nobody else talks to the host's BMC: no outage, no fencing.
+CHECKED_PHASES = NO_OUTAGE_PHASES
 TICK = 0.5  # seconds between looks at what is due
 CONCURRENCY = 4  # checks in flight at once, over every BMC
 
