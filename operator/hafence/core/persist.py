@@ -30,6 +30,20 @@ def to_seconds(dt: datetime | None) -> float | None:
     return dt.timestamp()
 
 
+def _condition(
+    type_: str, true: bool, reason: str, message: str, since: float | None = None
+) -> Condition:
+    """One condition of a status the core writes; ``since``, when the core knows when it
+    became so (the shell keeps ``lastTransitionTime`` across writes either way)."""
+    return Condition(
+        type=type_,
+        status="True" if true else "False",
+        reason=reason,
+        message=message,
+        last_transition_time=to_datetime(since),
+    )
+
+
 def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
     fencing = None
     if rec.outage_id is not None:
@@ -55,31 +69,14 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
         )
     phase = rec.phase.value
     # Only an Up host takes VMs: the condition tools wait on (kubectl wait).
-    conditions = [
-        Condition(
-            type="Available",
-            status="True" if rec.phase is Phase.UP else "False",
-            reason=phase,
-            message=f"host is {phase}",
-        )
-    ]
+    conditions = [_condition("Available", rec.phase is Phase.UP, phase, f"host is {phase}")]
     if rec.held is not None and rec.outage_id is not None:
         # Why escalation waits, on the Host itself: Events expire, this stays while true.
-        conditions.append(
-            Condition(
-                type="FencingAllowed",
-                status="False",
-                reason=rec.held,
-                message=rec.held_message or "",
-            )
-        )
+        conditions.append(_condition("FencingAllowed", False, rec.held, rec.held_message or ""))
     if rec.self_fencing_unavailable is not None:
         conditions.append(
-            Condition(
-                type="SelfFencingUnavailable",
-                status="True",
-                reason="NoArmedWatchdog",
-                message=rec.self_fencing_unavailable,
+            _condition(
+                "SelfFencingUnavailable", True, "NoArmedWatchdog", rec.self_fencing_unavailable
             )
         )
     return HostStatus(
@@ -131,20 +128,12 @@ def vm_status(rec: VMRecord) -> HAVirtualMachineStatus:
     conditions = []
     if rec.unschedulable is not None:
         conditions.append(
-            Condition(
-                type="Scheduled",
-                status="False",
-                reason="Unschedulable",
-                message=rec.unschedulable,
-                last_transition_time=to_datetime(rec.unschedulable_since),
+            _condition(
+                "Scheduled", False, "Unschedulable", rec.unschedulable, rec.unschedulable_since
             )
         )
     elif rec.host is not None:
-        conditions.append(
-            Condition(
-                type="Scheduled", status="True", reason="Placed", message=f"placed on {rec.host}"
-            )
-        )
+        conditions.append(_condition("Scheduled", True, "Placed", f"placed on {rec.host}"))
     return HAVirtualMachineStatus(
         phase=rec.phase,
         host=rec.host,
