@@ -167,3 +167,54 @@ def test_returning_without_reboot_after_confirmation_warns() -> None:
     assert rig.engine.hosts["h1"].phase is Phase.UP
     assert "HostReturnedWithoutReboot" in rig.reasons("h1")
     assert rig.engine.vms["web"].host != "h1"
+
+
+def land(rig: Rig, name: str) -> None:
+    rig.feed(m.WriteLanded(rig.now, "FenceConfirmation", name))
+
+
+def test_confirmations_are_forgotten_once_their_outage_is_over() -> None:
+    rig = Rig()
+    cluster(rig)
+    place(rig, "web", "h1")
+    confirm(rig, "early", 0.0)  # Rejected: h1 is Up, in no outage
+    rig.tick(rig.now)
+    assert "early" in rig.engine.confirmations  # its status has not landed yet
+    land(rig, "early")
+    rig.tick(rig.now)
+    assert "early" not in rig.engine.confirmations
+    isolate(rig)
+    confirm(rig, "ok", rig.now)
+    rig.feed(m.WriteFailed(rig.now, "FenceConfirmation", "ok", False, "transient: down"))
+    confirm(rig, "again", rig.now)  # Rejected during the outage: it bears on it
+    land(rig, "again")
+    rig.tick(rig.now)
+    assert {"ok", "again"} <= set(rig.engine.confirmations)
+    # h1 is back (rebooted): the outage is over, but "ok"'s status is still unwritten.
+    rig.lease("h1", rig.now, boot="b2")
+    keep_alive(rig, rig.now + 3, ["h1", "h2", "h3"])
+    assert rig.engine.hosts["h1"].phase is Phase.UP
+    assert set(rig.engine.confirmations) == {"ok"}
+    retry = [w for w in rig.of(m.WriteConfirmationStatus) if w.name == "ok"]
+    assert len(retry) == 2 and retry[-1].status.phase == "Applied"
+    land(rig, "ok")
+    rig.tick(rig.now)
+    assert not rig.engine.confirmations
+    # Observed again (its status landed), it is only remembered: never applied twice (S6).
+    writes = len(rig.of(m.WriteConfirmationStatus))
+    rig.feed(m.ConfirmationObserved(rig.now, "ok", confirmation("h1"), 20.0, retry[-1].status))
+    rig.tick(rig.now)
+    assert len(rig.of(m.WriteConfirmationStatus)) == writes and not rig.engine.confirmations
+
+
+def test_confirmations_of_a_deleted_host_are_forgotten() -> None:
+    rig = Rig()
+    cluster(rig)
+    isolate(rig)
+    confirm(rig, "ok", rig.now)
+    land(rig, "ok")
+    rig.tick(rig.now)
+    assert "ok" in rig.engine.confirmations
+    rig.feed(m.HostDeleted(rig.now, "h1"))
+    rig.tick(rig.now)
+    assert not rig.engine.confirmations

@@ -73,7 +73,7 @@ def inputs_for(kind: str, obj: Obj, now: float, *, deleted: bool = False) -> lis
             return [m.VMObserved(now, name, spec, status, version)]
         if kind == "FenceConfirmation":
             if deleted:
-                return []  # its verdict stays in the core's memory: S6 is once
+                return []  # the verdict stays in the core (while its outage lasts): S6 is once
             raw = obj.get("status") or None
             created = _timestamp(obj.get("metadata", {}).get("creationTimestamp")) or now
             return [

@@ -37,6 +37,8 @@ class Engine:
         self._out: list[m.Action] = []
         self._dirty_hosts: set[str] = set()
         self._dirty_confirmations: set[str] = set()
+        # Confirmations whose status write has not landed yet (kept in memory till then).
+        self._unlanded_confirmations: set[str] = set()
         self._alerts: set[str] = set()
         self._settling: dict[str, float] = {}
         self._orphan_leases: dict[str, m.LeaseObserved] = {}
@@ -99,6 +101,7 @@ class Engine:
         for cluster, until in list(self._settling.items()):
             if until <= now:
                 del self._settling[cluster]  # bounded: a past delay holds nothing
+        self._forget_confirmations()
         return self._flush()
 
     def expiring(self, now: float) -> list[str]:
@@ -270,6 +273,8 @@ class Engine:
             self._unwritten[key] = (0, entry[1], entry[2])
         if ev.kind == "HAVirtualMachine":
             self.vmbook.written(ev.name, ev.resource_version, ev.host, ev.epoch)
+        elif ev.kind == "FenceConfirmation" and key not in self._unwritten:
+            self._unlanded_confirmations.discard(ev.name)
         return set()
 
     def _retry_writes(self, now: float) -> None:
@@ -386,6 +391,21 @@ class Engine:
                 and v.last_failure_reason.startswith(f"host {host.name} confirmation")
             )
         self._dirty_confirmations.add(rec.name)
+
+    def _forget_confirmations(self) -> None:
+        """Bounded memory: a confirmation is forgotten once its status has landed and it
+        no longer bears on its host: the host is gone, in no outage, or in another
+        outage than the one it was applied to.  S6 holds without the record: observed
+        again, the confirmation carries its status and is only remembered; and one
+        made before an outage began is rejected as stale for it."""
+        for name, rec in list(self.confirmations.items()):
+            host = self.hosts.get(rec.host)
+            ongoing = host.outage_id if host is not None else None
+            if ongoing is not None and rec.outage_id in (None, ongoing):
+                continue  # this outage's (a Rejected one names none): still bears on it
+            if name in self._unlanded_confirmations or name in self._dirty_confirmations:
+                continue
+            del self.confirmations[name]
 
     def _confirmation_verdict(
         self, rec: ConfirmationRecord, host: HostRecord | None, now: float
@@ -549,6 +569,7 @@ class Engine:
             out.append(
                 m.WriteConfirmationStatus(name, confirmation_status(self.confirmations[name]))
             )
+            self._unlanded_confirmations.add(name)
         for name, placed in sorted(self.vmbook.dirty.items()):
             vm = self.vmbook.vms.get(name)
             if vm is not None:
