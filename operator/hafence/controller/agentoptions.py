@@ -13,7 +13,6 @@ otherwise fill on the event loop.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from typing import Any
 
@@ -22,8 +21,9 @@ from pydantic import ValidationError
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.controller.events import EventRecorder
 from hafence.controller.leader import LeaderElector
+from hafence.fencing.agent_status import record_options
 from hafence.fencing.errors import FenceError
-from hafence.fencing.metadata import OPTIONS_CONDITION, options_condition, options_report
+from hafence.fencing.metadata import options_report
 from hafence.kube import Api, KubeError
 
 log = logging.getLogger(__name__)
@@ -66,29 +66,11 @@ class AgentOptionsChecker:
         except (ValidationError, FenceError) as exc:
             log.debug("FenceAgent %s: options not checked: %s", meta.get("name"), exc)
             return
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        condition = options_condition(report, generation, conditions, now)
-        current = next((c for c in conditions if c.get("type") == OPTIONS_CONDITION), None)
-        same = current is not None and all(
-            current.get(k) == condition.get(k)
-            for k in ("status", "reason", "message", "observedGeneration")
-        )
-        if not same:
-            kept = [c for c in conditions if c.get("type") != OPTIONS_CONDITION]
-            patch = {"status": {"conditions": [*kept, condition]}}
-            try:
-                await asyncio.to_thread(
-                    self.api.patch,
-                    "FenceAgent",
-                    meta.get("namespace", ""),
-                    meta.get("name", ""),
-                    patch,
-                    status=True,
-                )
-            except KubeError as exc:
-                log.warning("FenceAgent %s: OptionsValid not written: %s", meta.get("name"), exc)
-                return
+        try:
+            condition = await record_options(self.api, obj, report)
+        except KubeError as exc:
+            log.warning("FenceAgent %s: OptionsValid not written: %s", meta.get("name"), exc)
+            return
         if self._seen.get(uid) == (generation, condition["message"]):
             return
         self._seen[uid] = (generation, condition["message"])

@@ -30,7 +30,7 @@ from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.logs import fields
 from hafence.controller.metrics import Metrics, result_of
 from hafence.core.engine import Engine
-from hafence.fencing.cli import run_test
+from hafence.fencing.agent_status import run_test
 from hafence.fencing.errors import FenceError
 from hafence.kube import Api, KubeError
 

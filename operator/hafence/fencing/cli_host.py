@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 
 from hafence.api.host import HostSpec
-from hafence.fencing.cli import run_test
+from hafence.fencing.agent_status import run_test
 from hafence.fencing.errors import FenceError
 from hafence.fencing.protocol import SSHTarget
 from hafence.fencing.resolve import ssh_target

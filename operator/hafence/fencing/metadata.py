@@ -26,7 +26,6 @@ import os
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any
 
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.fencing.errors import Unsupported
@@ -158,30 +157,3 @@ def options_report(spec: FenceAgentSpec) -> OptionsReport:
     """The report for one FenceAgent, as its driver will see its options."""
     kind = agent_type(spec.type)
     return check_options(kind.fence_agent, effective_options(kind, spec.options), spec.address)
-
-
-OPTIONS_CONDITION = "OptionsValid"
-
-
-def options_condition(
-    report: OptionsReport, generation: int | None, previous: list[dict[str, Any]], now: str
-) -> dict[str, Any]:
-    """The FenceAgent's ``OptionsValid`` condition for ``report`` (transition time kept)."""
-    if not report.checked:
-        status, reason = "Unknown", "AgentNotInstalled"
-    elif report.unknown:
-        status, reason = "False", "UnknownOptions"
-    else:
-        status, reason = "True", "OptionsIgnored" if report.ignored else "OptionsKnown"
-    old = next((c for c in previous if c.get("type") == OPTIONS_CONDITION), None)
-    since = old.get("lastTransitionTime") if old and old.get("status") == status else now
-    condition: dict[str, Any] = {
-        "type": OPTIONS_CONDITION,
-        "status": status,
-        "reason": reason,
-        "message": report.message()[:1000],
-        "lastTransitionTime": since or now,
-    }
-    if generation is not None:
-        condition["observedGeneration"] = generation
-    return condition
