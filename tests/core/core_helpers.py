@@ -133,6 +133,15 @@ def keep_alive(rig: Rig, end: float, hosts: list[str]) -> None:
         rig.tick(t)
 
 
+def outage_checked(rig: Rig, power: str, until: float = 30) -> None:
+    """h1's lease expires (h2 and h3 kept alive until ``until``); its power check, the
+    outage's first operation, answers ``power``."""
+    keep_alive(rig, until, ["h2", "h3"])
+    check = last(rig, m.CheckPower)
+    assert isinstance(check, m.CheckPower)
+    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, power))
+
+
 def place(rig: Rig, vm: str, host: str, **spec: object) -> None:
     status = HAVirtualMachineStatus(phase="Running", host=host, placement_epoch=1, last_host=host)
     rig.feed(m.VMObserved(rig.now, vm, vm_spec(**spec), status))  # type: ignore[arg-type]

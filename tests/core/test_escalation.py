@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from hafence.core import messages as m
 from hafence.core.transitions import Phase
-from tests.core.core_helpers import LEASE, Rig, answer, cluster, keep_alive, last, place
+from tests.core.core_helpers import (
+    LEASE,
+    Rig,
+    answer,
+    cluster,
+    keep_alive,
+    last,
+    outage_checked,
+    place,
+)
 
 
 def test_full_escalation_to_restart_elsewhere() -> None:
@@ -56,10 +65,7 @@ def test_full_escalation_to_restart_elsewhere() -> None:
 def test_power_off_skips_soft_fencing() -> None:
     rig = Rig()
     cluster(rig)
-    keep_alive(rig, 30, ["h2", "h3"])
-    check = last(rig, m.CheckPower)
-    assert isinstance(check, m.CheckPower)
-    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "off"))
+    outage_checked(rig, "off")
     assert not rig.of(m.SoftFence)
     assert "SoftFenceSkipped" in rig.reasons("h1")
     assert rig.engine.hosts["h1"].phase is Phase.FENCING
@@ -68,10 +74,7 @@ def test_power_off_skips_soft_fencing() -> None:
 def test_no_fence_operation_while_the_lease_is_fresh() -> None:
     rig = Rig()
     cluster(rig)
-    keep_alive(rig, 30, ["h2", "h3"])
-    check = last(rig, m.CheckPower)
-    assert isinstance(check, m.CheckPower)
-    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "off"))
+    outage_checked(rig, "off")
     status = last(rig, m.RunFenceStep)
     assert isinstance(status, m.RunFenceStep)
     # The agent renews (not yet ready) while the status step is in flight.
@@ -101,10 +104,7 @@ def test_every_level_failing_isolates_and_retries_with_backoff() -> None:
     cluster(rig)
     rig.host("h1", agents=2)  # re-observed with two levels
     place(rig, "web", "h1")
-    keep_alive(rig, 30, ["h2", "h3"])
-    check = last(rig, m.CheckPower)
-    assert isinstance(check, m.CheckPower)
-    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "off"))
+    outage_checked(rig, "off")
     for level in (1, 2):
         step = last(rig, m.RunFenceStep)
         assert isinstance(step, m.RunFenceStep) and step.level == level
@@ -213,10 +213,7 @@ def test_host_without_ssh_skips_soft_fencing_and_goes_on_to_fencing() -> None:
     cluster(rig)
     rig.host("h1", ssh=None)  # the same host, its ssh block removed
     place(rig, "web", "h1")
-    keep_alive(rig, LEASE + 3, ["h2", "h3"])
-    check = last(rig, m.CheckPower)
-    assert isinstance(check, m.CheckPower)
-    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "on"))
+    outage_checked(rig, "on", until=LEASE + 3)
     assert not rig.of(m.SoftFence)
     assert "SoftFenceFailed" in rig.reasons("h1")
     step = last(rig, m.RunFenceStep)

@@ -15,6 +15,7 @@ from tests.core.core_helpers import (
     cluster,
     keep_alive,
     last,
+    outage_checked,
     place,
     vm_spec,
 )
@@ -81,10 +82,7 @@ def test_host_status_round_trip_keeps_the_outage() -> None:
     rig = Rig()
     cluster(rig)
     place(rig, "web", "h1")
-    keep_alive(rig, 30, ["h2", "h3"])
-    check = last(rig, m.CheckPower)
-    assert isinstance(check, m.CheckPower)
-    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "off"))
+    outage_checked(rig, "off")
     status = latest_status(rig, "h1")
     assert status.phase == "Fencing" and status.fencing is not None
     assert status.fencing.outage_id == "h1-10" and status.fencing.last_action == "status"
@@ -97,10 +95,7 @@ def test_restart_mid_fence_resumes_the_same_attempt_after_the_quiet_period() -> 
     rig = Rig()
     cluster(rig)
     place(rig, "web", "h1")
-    keep_alive(rig, 30, ["h2", "h3"])
-    check = last(rig, m.CheckPower)
-    assert isinstance(check, m.CheckPower)
-    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "off"))
+    outage_checked(rig, "off")
     status_step = last(rig, m.RunFenceStep)
     assert isinstance(status_step, m.RunFenceStep)
     answer(rig, status_step, "on")
@@ -133,10 +128,7 @@ def test_release_cut_short_by_a_crash_is_redone_on_restart() -> None:
     rig = Rig()
     cluster(rig)
     place(rig, "web", "h1")
-    keep_alive(rig, 30, ["h2", "h3"])
-    check = last(rig, m.CheckPower)
-    assert isinstance(check, m.CheckPower)
-    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "off"))
+    outage_checked(rig, "off")
     for power in ("on", "off", "off"):
         step = last(rig, m.RunFenceStep)
         assert isinstance(step, m.RunFenceStep)

@@ -14,16 +14,14 @@ from tests.core.core_helpers import (
     confirmation,
     keep_alive,
     last,
+    outage_checked,
     place,
 )
 
 
 def isolate(rig: Rig) -> None:
     """h1's lease expires and every fence level fails."""
-    keep_alive(rig, 30, ["h2", "h3"])
-    check = last(rig, m.CheckPower)
-    assert isinstance(check, m.CheckPower)
-    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "unknown"))
+    outage_checked(rig, "unknown")
     soft = last(rig, m.SoftFence)
     assert isinstance(soft, m.SoftFence)
     rig.feed(m.SoftFenceResult(rig.now, "h1", soft.op_id, False, "ssh: timed out"))
