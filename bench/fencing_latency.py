@@ -17,43 +17,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import platform
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from hafence.api.fenceagent import FenceAgentSpec
 from hafence.fencing.drivers import build_driver
 from hafence.fencing.groups import run_group
 from hafence.fencing.kdump import KdumpListener
-from hafence.fencing.protocol import Credentials, FenceDriver, SSHTarget
+from hafence.fencing.protocol import Credentials, FenceDriver
 from hafence.fencing.ssh import soft_fence
 from hafence.lab.bmc import BmcFarm
 from hafence.lab.ilo2 import POWER_PRIV, Ilo2
 from hafence.lab.pdu import ApcPdu, DualFeed
 from hafence.lab.redfish import RedfishEmulator
 from hafence.lab.sshd import Sshd
+from hafence.lab.targets import fence_agent_spec, ssh_target
 
 USER, PASSWORD = "admin", "bench-Pa55word"
 KDUMP_SENDER = "/usr/libexec/fence-agents/fence_kdump_send"  # Debian's fence-agents
 HAS_KDUMP_SENDER = os.path.exists(KDUMP_SENDER)
 
 
-def spec(type_: str, port: int, options: str = "", plug: str | None = None) -> FenceAgentSpec:
-    body: dict[str, object] = {
-        "hostRef": {"name": "bench"},
-        "type": type_,
-        "address": "127.0.0.1",
-        "port": port,
-        "credentialsSecretRef": {"name": "bmc"},
-        "options": options,
-        "timeoutSeconds": 10,
-        "powerWaitSeconds": 10,
-    }
-    if plug is not None:
-        body["plug"] = plug
-    return FenceAgentSpec.model_validate(body)
+# Generous driver timeouts: a slow run is a figure, not a failure.
+spec = functools.partial(fence_agent_spec, timeoutSeconds=10, powerWaitSeconds=10)
 
 
 async def measure(fn: Callable[[], Awaitable[object]], runs: int) -> list[float]:
@@ -106,17 +95,10 @@ async def main(runs: int) -> None:
         )
         await bench_driver(
             "fence_ipmilan (fence-agents)",
-            build_driver(spec("fence_ipmilan", bmc.port, "lanplus=yes"), creds),
+            build_driver(spec("fence_ipmilan", bmc.port, options="lanplus=yes"), creds),
             runs,
         )
-        proxy = SSHTarget(
-            address="127.0.0.1",
-            port=sshd.port,
-            user=sshd.user,
-            private_key=sshd.client_key,
-            host_key=sshd.host_key,
-            name="proxy",
-        )
+        proxy = ssh_target(sshd, name="proxy")
         await bench_driver(
             "fence_ipmilan via SSH fence proxy",
             build_driver(spec("ipmilan", bmc.port), creds, proxy),
@@ -128,7 +110,7 @@ async def main(runs: int) -> None:
     with RedfishEmulator(USER, PASSWORD, power_delay=0) as rf:
         await bench_driver(
             "redfish (native, TLS insecure)",
-            build_driver(spec("redfish", rf.port, "ssl_insecure=yes"), creds),
+            build_driver(spec("redfish", rf.port, options="ssl_insecure=yes"), creds),
             runs,
         )
         os.environ["SSL_CERT_FILE"] = str(rf.cert)
@@ -163,7 +145,7 @@ async def bench_emulated_devices(creds: Credentials, runs: int) -> None:
         article = "ssl=yes,ssl_insecure=yes,inet4_only=yes"
         await bench_driver(
             "fence_ilo2 (iLO2 emulator, TLS)",
-            build_driver(spec("ilo2", ilo.port, article), creds),
+            build_driver(spec("ilo2", ilo.port, options=article), creds),
             runs,
         )
     with ApcPdu("pdu-a") as a, ApcPdu("pdu-b") as b:

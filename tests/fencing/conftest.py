@@ -1,4 +1,7 @@
-"""Real peers for the fencing tests, all on 127.0.0.1, stopped even when a test fails."""
+"""Real peers for the fencing tests, all on 127.0.0.1, stopped even when a test fails.
+
+The specs and SSH targets that point drivers at them: :mod:`hafence.lab.targets`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hafence.api.fenceagent import FenceAgentSpec
-from hafence.fencing.protocol import Credentials, SSHTarget
+from hafence.fencing.protocol import Credentials
 from hafence.lab.bmc import BmcFarm
 from hafence.lab.sshd import Sshd
 
@@ -26,36 +28,7 @@ def creds() -> Credentials:
     return Credentials(USER, PASSWORD)
 
 
-def spec(type_: str, port: int, **extra: object) -> FenceAgentSpec:
-    body: dict[str, object] = {
-        "hostRef": {"name": "h1"},
-        "type": type_,
-        "address": "127.0.0.1",
-        "port": port,
-        "credentialsSecretRef": {"name": "bmc"},
-        "timeoutSeconds": 5,
-        "powerWaitSeconds": 5,
-    }
-    if type_.startswith("fence_"):
-        # Debian's agents default to IPMI 1.5; the simulated BMCs speak 2.0 (lanplus).
-        body["options"] = "lanplus=yes"
-    body.update(extra)
-    return FenceAgentSpec.model_validate(body)
-
-
 @pytest.fixture
 def sshd() -> Iterator[Sshd]:
     with Sshd() as server:
         yield server
-
-
-def ssh_target(server: Sshd, **overrides: object) -> SSHTarget:
-    values: dict[str, object] = {
-        "address": "127.0.0.1",
-        "port": server.port,
-        "user": server.user,
-        "private_key": server.client_key,
-        "host_key": server.host_key,
-    }
-    values.update(overrides)
-    return SSHTarget(**values)  # type: ignore[arg-type]

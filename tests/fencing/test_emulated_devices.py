@@ -14,8 +14,7 @@ from hafence.fencing.groups import run_group
 from hafence.fencing.protocol import Credentials
 from hafence.lab.ilo2 import POWER_PRIV, Ilo2
 from hafence.lab.pdu import ApcPdu, DualFeed
-
-from .conftest import spec as base_spec
+from hafence.lab.targets import fence_agent_spec as base_spec
 
 ARTICLE = "ssl=yes,ssl_insecure=yes,inet4_only=yes"
 POWER_ONLY = Credentials("fence-power", "Pw-only-4-power")

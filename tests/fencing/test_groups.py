@@ -6,8 +6,9 @@ from hafence.fencing.drivers import build_driver
 from hafence.fencing.groups import run_group
 from hafence.fencing.protocol import Credentials
 from hafence.lab.bmc import BmcFarm
+from hafence.lab.targets import fence_agent_spec as spec
 
-from .conftest import USER, spec
+from .conftest import USER
 
 PW = "Gr0up-pdu-pass"
 

@@ -10,8 +10,9 @@ from hafence.fencing.drivers import build_driver
 from hafence.fencing.errors import AuthFailed, FenceError, TimedOut, Unreachable
 from hafence.fencing.protocol import Credentials
 from hafence.lab.bmc import BmcFarm, free_udp_port
+from hafence.lab.targets import fence_agent_spec as spec
 
-from .conftest import PASSWORD, USER, spec
+from .conftest import PASSWORD, USER
 
 TYPES = ["ipmilan", "ilo4", "drac7", "fence_ipmilan", "fence_idrac"]
 

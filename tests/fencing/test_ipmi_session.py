@@ -16,8 +16,9 @@ from hafence.fencing.drivers import build_driver
 from hafence.fencing.errors import FenceError, TimedOut, Unreachable
 from hafence.fencing.protocol import Credentials
 from hafence.lab.bmc import BmcFarm
+from hafence.lab.targets import fence_agent_spec as spec
 
-from .conftest import PASSWORD, USER, spec
+from .conftest import PASSWORD, USER
 
 
 def workers() -> list[int]:

@@ -11,8 +11,7 @@ from hafence.fencing.ipmi import IpmiDriver
 from hafence.fencing.options import agent_type, effective_options, parse_options
 from hafence.fencing.protocol import Credentials
 from hafence.fencing.redfish import RedfishDriver
-
-from .conftest import spec
+from hafence.lab.targets import fence_agent_spec as spec
 
 
 def test_parse_forms() -> None:

@@ -13,8 +13,9 @@ from hafence.fencing.protocol import Credentials
 from hafence.fencing.redfish import RedfishDriver
 from hafence.lab.netcut import Forwarder
 from hafence.lab.redfish import RedfishEmulator
+from hafence.lab.targets import fence_agent_spec as spec
 
-from .conftest import PASSWORD, USER, spec
+from .conftest import PASSWORD, USER
 
 
 @pytest.fixture(scope="module")

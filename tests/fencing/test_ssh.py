@@ -19,8 +19,10 @@ from hafence.fencing.protocol import Credentials
 from hafence.fencing.ssh import run_command, soft_fence
 from hafence.lab.bmc import BmcFarm
 from hafence.lab.sshd import Sshd, keygen
+from hafence.lab.targets import fence_agent_spec as spec
+from hafence.lab.targets import ssh_target
 
-from .conftest import PASSWORD, USER, spec, ssh_target
+from .conftest import PASSWORD, USER
 
 AGENT = """
 import os, sys, time
