@@ -70,6 +70,8 @@ class LabConfig:
     self_fencing: int | None = None  # every Host self-fences with this watchdog timeout
     fence_type: str = "ipmilan"  # the hosts' power management: ipmilan, ilo2, apc_snmp
     vm_driver: str = "process"  # libvirt: qemu domains, a libvirt daemon per host
+    # The operator's own kubeconfig (None: the lab's), e.g. through a fault proxy.
+    operator_kubeconfig: Path | None = None
 
     def __post_init__(self) -> None:
         if self.hosts < 2:
@@ -268,7 +270,7 @@ class Lab:
     def _start_operator(self) -> None:
         argv = [
             sys.executable, "-m", "hafence", "operator",
-            "--kubeconfig", str(self.kubeconfig),
+            "--kubeconfig", str(self.config.operator_kubeconfig or self.kubeconfig),
             "--namespace", self.namespace,
             "--profile", self.config.profile,
             "--identity", "hafence-lab",
