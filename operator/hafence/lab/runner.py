@@ -72,6 +72,7 @@ class LabConfig:
     vm_driver: str = "process"  # libvirt: qemu domains, a libvirt daemon per host
     # The operator's own kubeconfig (None: the lab's), e.g. through a fault proxy.
     operator_kubeconfig: Path | None = None
+    agent_stop_grace: float = AgentTimings.stop_grace  # SIGTERM to SIGKILL of a VM
 
     def __post_init__(self) -> None:
         if self.hosts < 2:
@@ -153,7 +154,9 @@ class Lab:
             namespace=self.namespace,
             workdir=self.workdir,
             host_names=layout,
-            agent=AgentTimings(lease_duration=self.config.agent_lease),
+            agent=AgentTimings(
+                lease_duration=self.config.agent_lease, stop_grace=self.config.agent_stop_grace
+            ),
             notify=tl.notify,
             fence_type=self.config.fence_type,
             vm_driver=self.config.vm_driver,
