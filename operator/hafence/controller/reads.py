@@ -10,10 +10,13 @@ error (404, 403) is not retried: it will not heal within a step.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hafence.kube import KubeError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Tried again this many times, after 0.2 s, 0.4 s, 0.8 s: 1.4 s at most, inside the margin.
@@ -29,5 +32,8 @@ async def read_with_retries(fn: Callable[..., T], *args: Any) -> T:
         except KubeError as exc:
             if not exc.transient or attempt == READ_RETRIES:
                 raise
-            await asyncio.sleep(READ_BACKOFF * 2**attempt)
+            delay = READ_BACKOFF * 2**attempt
+            # The error names the object (a Secret: its name and key), never its data.
+            log.warning("%s; trying again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
