@@ -8,7 +8,9 @@ a result (the engines are dropped then).  A ``StepTimedOut`` from the core (its 
 backstop deadline) cancels what still runs for that operation.
 
 Before a disruptive step (soft fence, "off") the Lease is re-read (``lease_guard.py``);
-right before a device is touched, leadership is checked again (S2).
+right before a device is touched, leadership is checked again (S2).  Credentials and
+SSH targets (``ssh_targets.py``) are read right before use, retried on transient errors
+(``reads.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from hafence.api.fenceagent import FenceAgentSpec
 from hafence.api.host import HostSpec
@@ -26,35 +28,20 @@ from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.lease_guard import LeaseGuard
 from hafence.controller.metrics import Metrics, result_of
+from hafence.controller.reads import read_with_retries
+from hafence.controller.ssh_targets import SSHTargets
 from hafence.core import fencing_plan as fp
 from hafence.core import messages as m
 from hafence.fencing.drivers import build_driver
 from hafence.fencing.errors import FenceError
-from hafence.fencing.protocol import Credentials, FenceResult, SSHTarget
-from hafence.fencing.resolve import load_credentials, ssh_target
+from hafence.fencing.protocol import Credentials, FenceResult
+from hafence.fencing.resolve import load_credentials
 from hafence.kube import Api, KubeError
 
 log = logging.getLogger(__name__)
 
 Feed = Callable[[m.Input], Awaitable[None]]
 PowerAction = m.CheckPower | m.SoftFence | m.RunFenceStep
-T = TypeVar("T")
-# A Secret or Host read that failed for a transient reason is tried again this many
-# times, after 0.2 s, 0.4 s...: inside the step's budget (its margin covers it).
-READ_RETRIES = 3
-READ_BACKOFF = 0.2
-
-
-async def read_with_retries(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a thread, again on a transient KubeError, with bounded backoff."""
-    for attempt in range(READ_RETRIES + 1):
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except KubeError as exc:
-            if not exc.transient or attempt == READ_RETRIES:
-                raise
-            await asyncio.sleep(READ_BACKOFF * 2**attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class PowerOps:
@@ -75,6 +62,7 @@ class PowerOps:
         self.metrics = metrics
         self.feed = feed
         self.guard = guard
+        self.ssh = SSHTargets(api, namespace, cache)
         self.tasks: dict[str, asyncio.Task[None]] = {}  # op_id -> its task
 
     def start(self, action: PowerAction) -> None:
@@ -166,7 +154,7 @@ class PowerOps:
         from hafence.fencing.ssh import soft_fence  # paramiko: loaded when first needed
 
         try:
-            target = await self._ssh_target(action.host, spec)
+            target = await self.ssh.of_host(action.host, spec)
             outcome = await soft_fence(
                 target, spec.ssh.soft_fence_command, float(spec.ssh.timeout_seconds)
             )
@@ -201,7 +189,7 @@ class PowerOps:
                 credentials = await self._credentials(spec)
                 proxy = None
                 if proxy_name != "operator":
-                    proxy = await self._proxy_target(proxy_name)
+                    proxy = await self.ssh.of_proxy(proxy_name)
                 driver = build_driver(spec, credentials, proxy, name=name)
                 self.elector.check()  # S2: right before touching the power
                 result: FenceResult = await getattr(driver, operation)()
@@ -226,15 +214,6 @@ class PowerOps:
 
     async def _credentials(self, spec: FenceAgentSpec) -> Credentials | None:
         return await read_with_retries(load_credentials, self.api, self.namespace, spec)
-
-    async def _proxy_target(self, host_name: str) -> SSHTarget:
-        obj = self.cache.get("Host", self.namespace, host_name)
-        if obj is None:
-            raise KubeError(f"proxy host {host_name} no longer declared")
-        return await self._ssh_target(host_name, HostSpec.model_validate(obj["spec"]))
-
-    async def _ssh_target(self, name: str, spec: HostSpec) -> SSHTarget:
-        return await read_with_retries(ssh_target, self.api, self.namespace, name, spec)
 
     def _count_timeout(self, operation: str, agents: tuple[str, ...]) -> None:
         if operation == "soft-fence":

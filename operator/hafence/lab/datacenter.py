@@ -4,8 +4,9 @@ A virtual host is what hafence would find in a datacenter, made of local parts:
 
 - a **host agent** process (``hafence agent``, ``process`` VM driver), with a boot ID
   of its own and a state directory of its own; its VMs are processes;
-- a **path to the API server** of its own: a :class:`~hafence.lab.netcut.Forwarder`
-  that the lab can cut, as a network partition would;
+- a **path to the API server** of its own: a :class:`~hafence.lab.faultproxy.FaultProxy`
+  (a :class:`~hafence.lab.netcut.Forwarder`) that the lab can cut, as a network
+  partition would, or fault on cue (reset, reject, stall);
 - a **simulated IPMI BMC** on its own loopback UDP port whose power really acts on
   the host: *off* kills the agent and every VM process of the host at once (the host
   lost power), *on* starts a fresh agent with a NEW boot ID (the host booted);
@@ -57,11 +58,12 @@ from typing import Any
 from hafence.agent.process import kill_all
 from hafence.lab.bmc import BmcFarm
 from hafence.lab.controlplane import free_port
+from hafence.lab.faultproxy import FaultProxy
 from hafence.lab.hostshell import HostKey, HostShells, new_key
 from hafence.lab.ilo2 import POWER_PRIV, Ilo2
 from hafence.lab.kdump import KdumpSender, host_address
 from hafence.lab.libvirtd import Libvirtd, domain_xml, make_disk, qemu_processes
-from hafence.lab.netcut import Forwarder, server_of
+from hafence.lab.netcut import server_of
 from hafence.lab.pdu import ApcPdu, DualFeed
 from hafence.lab.power import PowerDevice
 from hafence.lab.procs import children, kill_group, vm_processes
@@ -115,7 +117,7 @@ class VirtualHost:
     name: str
     rack: str
     dir: Path
-    forwarder: Forwarder
+    forwarder: FaultProxy
     bmc: PowerDevice  # an IPMI BMC, an iLO2 or two PDU outlets (Datacenter.fence_type)
     bmc_password: str
     ssh_key: HostKey
@@ -243,7 +245,7 @@ class Datacenter:
         for index, (name, rack) in enumerate(self._host_names):
             hdir = self.hosts_dir / name
             hdir.mkdir(parents=True)
-            fwd = Forwarder(*target, name=name)
+            fwd = FaultProxy(*target, name=name)
             # IPMI 2.0 passwords are at most 20 bytes.
             password = secrets.token_urlsafe(12)
             if self.fence_type == "apc_snmp":

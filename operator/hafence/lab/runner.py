@@ -70,6 +70,9 @@ class LabConfig:
     self_fencing: int | None = None  # every Host self-fences with this watchdog timeout
     fence_type: str = "ipmilan"  # the hosts' power management: ipmilan, ilo2, apc_snmp
     vm_driver: str = "process"  # libvirt: qemu domains, a libvirt daemon per host
+    # The operator's own kubeconfig (None: the lab's), e.g. through a fault proxy.
+    operator_kubeconfig: Path | None = None
+    agent_stop_grace: float = AgentTimings.stop_grace  # SIGTERM to SIGKILL of a VM
 
     def __post_init__(self) -> None:
         if self.hosts < 2:
@@ -151,7 +154,9 @@ class Lab:
             namespace=self.namespace,
             workdir=self.workdir,
             host_names=layout,
-            agent=AgentTimings(lease_duration=self.config.agent_lease),
+            agent=AgentTimings(
+                lease_duration=self.config.agent_lease, stop_grace=self.config.agent_stop_grace
+            ),
             notify=tl.notify,
             fence_type=self.config.fence_type,
             vm_driver=self.config.vm_driver,
@@ -268,7 +273,7 @@ class Lab:
     def _start_operator(self) -> None:
         argv = [
             sys.executable, "-m", "hafence", "operator",
-            "--kubeconfig", str(self.kubeconfig),
+            "--kubeconfig", str(self.config.operator_kubeconfig or self.kubeconfig),
             "--namespace", self.namespace,
             "--profile", self.config.profile,
             "--identity", "hafence-lab",
