@@ -12,7 +12,7 @@ from kubernetes import client
 
 from hafence.controller.leader import EPOCH_ANNOTATION, LeaderElector, NotLeader
 from hafence.kube import Api
-from hafence.lab.controlplane import free_port
+from hafence.lab.ports import free_port
 
 if TYPE_CHECKING:
     from tests.controller.conftest import ElectorFactory

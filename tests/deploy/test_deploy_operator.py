@@ -17,7 +17,8 @@ import pytest
 from deploy_support import HOST_SPEC, OPERATOR_NS, install, status_of
 
 from hafence.kube import Api
-from hafence.lab.controlplane import ControlPlane, free_port
+from hafence.lab.controlplane import ControlPlane
+from hafence.lab.ports import free_port
 
 pytestmark = pytest.mark.controlplane
 

@@ -21,7 +21,8 @@ import yaml
 
 from hafence.kube import Api
 from hafence.lab.bmc import BmcFarm, SimulatedBmc
-from hafence.lab.controlplane import ControlPlane, free_port
+from hafence.lab.controlplane import ControlPlane
+from hafence.lab.ports import free_port
 from hafence.lab.sshd import keygen
 from tests.operator.conftest import heartbeats, start_operator  # noqa: F401 - fixtures
 

@@ -76,7 +76,7 @@ def test_up_takes_flags_and_reports_an_apiserver_that_dies(tmp_path: Path) -> No
     import sys
     import time
 
-    from hafence.lab.controlplane import free_port
+    from hafence.lab.ports import free_port
 
     port = free_port()
     data, kubeconfig = tmp_path / "cp", tmp_path / "admin.kubeconfig"

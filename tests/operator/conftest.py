@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from hafence.api.lease import lease_annotations, lease_body
 from hafence.kube import Api, load_api
-from hafence.lab.controlplane import free_port
+from hafence.lab.ports import free_port
 
 T = TypeVar("T")
 HAFENCE = str(Path(sys.executable).parent / "hafence")

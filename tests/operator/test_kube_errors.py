@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from hafence.kube import Api, KubeError, NotFound, SecretError, Unavailable, load_api
-from hafence.lab.controlplane import free_port
 from hafence.lab.faultproxy import FaultProxy
 from hafence.lab.netcut import server_of
+from hafence.lab.ports import free_port
 
 pytestmark = pytest.mark.controlplane
 

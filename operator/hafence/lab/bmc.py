@@ -29,6 +29,7 @@ import pyghmi.ipmi.bmc as pyghmi_bmc
 import pyghmi.ipmi.private.serversession as serversession
 import pyghmi.ipmi.private.session as ipmisession
 
+from hafence.lab.ports import free_udp_port
 from hafence.lab.power import PowerCallback, SimulatedPower
 
 log = logging.getLogger(__name__)
@@ -172,13 +173,6 @@ def _wake_io_thread() -> None:
             wake.sendto(b"\x01", (ipmisession.myself, wake.getsockname()[1]))
         except OSError:
             pass
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

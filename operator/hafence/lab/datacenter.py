@@ -57,7 +57,6 @@ from typing import Any
 
 from hafence.agent.process import kill_all
 from hafence.lab.bmc import BmcFarm
-from hafence.lab.controlplane import free_port
 from hafence.lab.faultproxy import FaultProxy
 from hafence.lab.hostshell import HostKey, HostShells, new_key
 from hafence.lab.ilo2 import POWER_PRIV, Ilo2
@@ -65,6 +64,7 @@ from hafence.lab.kdump import KdumpSender, host_address
 from hafence.lab.libvirtd import Libvirtd, domain_xml, make_disk, qemu_processes
 from hafence.lab.netcut import server_of
 from hafence.lab.pdu import ApcPdu, DualFeed
+from hafence.lab.ports import free_port
 from hafence.lab.power import PowerDevice
 from hafence.lab.procs import children, kill_group, vm_processes
 from hafence.lab.watchdogdev import StandInDevice

@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from hafence.lab.controlplane import free_port
+from hafence.lab.ports import free_port
 
 SSHD = "/usr/sbin/sshd"
 

@@ -15,7 +15,6 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hafence.lab.ports import free_port
 from hafence.lab.processes import stop_process_group
 
 SYSTEM_UUID = "27946b59-9e44-4fa7-8e91-f3527a1ef094"
@@ -59,13 +59,6 @@ flask.Flask.run = _serve
 from sushy_tools.emulator.main import main
 sys.exit(main())
 """
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def self_signed(cert: Path, key: Path, common_name: str = "hafence-redfish-emulator") -> None:
@@ -116,7 +109,7 @@ class RedfishEmulator:
         self._password = password
         self.power = power
         self.power_delay = power_delay
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="hafence-redfish-"))
         self.cert = self.dir / "cert.pem"
         self.key = self.dir / "key.pem"

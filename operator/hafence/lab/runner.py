@@ -34,10 +34,11 @@ from hafence.controller.settings import LAB_POLICY
 from hafence.core.policy import Settings as PolicySettings
 from hafence.kube import Api, Conflict, KubeError, load_api
 from hafence.lab.binaries import BinariesUnavailable, ensure
-from hafence.lab.controlplane import ControlPlane, free_port
+from hafence.lab.controlplane import ControlPlane
 from hafence.lab.datacenter import FENCE_TYPES, AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
 from hafence.lab.libvirtd import unavailable as libvirt_unavailable
+from hafence.lab.ports import free_port
 from hafence.lab.processes import stop_process_group
 from hafence.lab.resources import manifests
 from hafence.lab.timeline import Timeline, Watchers

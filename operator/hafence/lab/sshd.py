@@ -17,16 +17,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from hafence.lab.ports import free_port
 from hafence.lab.processes import stop_process_group
 
 SSHD = "/usr/sbin/sshd"
-
-
-def _free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def keygen(path: Path, kind: str = "ed25519") -> tuple[str, str]:
@@ -45,7 +39,7 @@ class Sshd:
     """``with Sshd() as sshd:`` -> sshd.port, sshd.host_key, sshd.client_key, sshd.user."""
 
     def __init__(self, port: int | None = None, extra_config: str = "") -> None:
-        self.port = port or _free_tcp_port()
+        self.port = port or free_port()
         self.user = getpass.getuser()
         self.extra_config = extra_config
         self.dir = Path(tempfile.mkdtemp(prefix="hafence-sshd-"))
