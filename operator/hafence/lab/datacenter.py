@@ -555,6 +555,11 @@ class Datacenter:
         self.restore_network(name)
         if not host.powered:
             host.bmc.set_power("on")
+        elif host.kdump is not None:
+            with host.lock:  # the dump is cut short: the host reboots now
+                self._stop_dump(host)
+                self._start_agent(host, new_boot=True)
+                self._sync_reachable(host)
         elif not host.agent_alive:
             with host.lock:
                 self._start_agent(host, new_boot=False)
