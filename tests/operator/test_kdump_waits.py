@@ -39,21 +39,22 @@ def _cache(ns: str, port: int, **agent: Any) -> Cache:
 
 
 async def _wait(
-    api: Api, ns: str, cache: Cache, listener: KdumpListener | None, timeout: float = 5.0
+    api: Api, ns: str, cache: Cache, listener: KdumpListener | None, wait: float = 5.0
 ) -> m.KdumpResult:
     results: list[m.Input] = []
+    answered = asyncio.Event()
 
     async def feed(inp: m.Input) -> None:
         results.append(inp)
+        answered.set()
 
     async def observe(lease: dict[str, Any]) -> None:
         raise AssertionError("no Lease exists: nothing to observe")
 
     waits = KdumpWaits(ns, cache, feed, LeaseGuard(api, ns, cache, observe), listener)
-    action = m.WaitForKdump("hv-1", "op-1", "hv-1-1", 1, 0, ("hv-1-kdump",), clock.now(), timeout)
+    action = m.WaitForKdump("hv-1", "op-1", "hv-1-1", 1, 0, ("hv-1-kdump",), clock.now(), wait)
     waits.start(action)
-    while not results:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(answered.wait(), wait + 10)
     (result,) = results
     assert isinstance(result, m.KdumpResult) and result.op_id == "op-1"
     return result
@@ -74,7 +75,7 @@ async def test_another_source_address_is_not_proof(api: Api, namespace: str) -> 
     async with KdumpListener(port=0, clock=clock.now) as kd:
         sender = KdumpSender(HV2, ("127.0.0.1", kd.port))  # hv-2 crashed, not hv-1
         try:
-            result = await _wait(api, namespace, _cache(namespace, kd.port), kd, timeout=2.5)
+            result = await _wait(api, namespace, _cache(namespace, kd.port), kd, wait=2.5)
         finally:
             sender.stop()
         assert kd.ignored["address"] >= 1
@@ -91,7 +92,7 @@ async def test_a_message_from_before_the_wait_is_not_proof(api: Api, namespace: 
             await asyncio.sleep(0.05)
         sender.stop()  # the dump is over: the host may be rebooting into its VMs
         assert kd.last_message(HV1) is not None
-        result = await _wait(api, namespace, _cache(namespace, kd.port), kd, timeout=1.5)
+        result = await _wait(api, namespace, _cache(namespace, kd.port), kd, wait=1.5)
     assert not result.seen, result
 
 
