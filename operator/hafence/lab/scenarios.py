@@ -321,7 +321,7 @@ def kernel_crash(lab: Lab, result: ScenarioResult) -> None:
 
 
 def _kernel_crash(lab: Lab, result: ScenarioResult, victim: str, agent: str, wait: int) -> None:
-    assert lab.dc is not None
+    assert lab.dc is not None and lab.api is not None
     host = lab.dc.hosts[victim]
     ha, pets = victim_vms(lab, [victim], result)
     old_boot = host.boot_id
@@ -339,9 +339,8 @@ def _kernel_crash(lab: Lab, result: ScenarioResult, victim: str, agent: str, wai
         + wait
         + 5
     )
-    # The power status is asked before the soft fence; the soft fence fails at once
-    # (no sshd in a kdump initrd).
-    result.allowed["soft_fence"] = FENCE_AGENT_TIMEOUT
+    # No configured wait in the soft-fence step: the BMC answers the power check at once
+    # (the chassis is on) and the soft fence fails at once (no sshd in a kdump initrd).
     expiry = lab.lease_expiry(victim)
     result.t0 = lab.timeline.fault(
         victim,
@@ -395,6 +394,16 @@ def _kernel_crash(lab: Lab, result: ScenarioResult, victim: str, agent: str, wai
         f"{victim} wrote its dump and rebooted by itself",
         host.dumps == dumps + 1 and host.dumps_interrupted == interrupted,
         f"dumps {host.dumps - dumps}, interrupted {host.dumps_interrupted - interrupted}",
+    )
+    proofs = [
+        ((o.get("status") or {}).get("proof") or {})
+        for o in lab.api.list("HostOutage", lab.namespace)["items"]
+        if ((o.get("spec") or {}).get("hostRef") or {}).get("name") == victim
+    ]
+    result.check(
+        f"{victim}'s HostOutage record names the kdump proof and {agent}",
+        any(p.get("type") == "kdump" and p.get("agent") == agent for p in proofs),
+        f"proofs: {proofs}",
     )
     no_early_start(lab, result, ha, detected, f"the kdump proof ({agent})")
     check_common(lab, result, ha, pets)
