@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from hafence.api.fenceagent import KDUMP_TYPES
 from hafence.controller import clock
 from hafence.controller.cache import Cache
+from hafence.controller.leader import NotLeader
 from hafence.controller.lease_guard import LeaseGuard
 from hafence.core import messages as m
 from hafence.fencing.kdump import KdumpListener, host_address
@@ -83,7 +84,10 @@ class KdumpWaits:
         except Exception as exc:  # a bug here must not leave the level without a result
             log.exception("kdump wait for host %s/%s failed", self.namespace, action.host)
             result = self._result(action, False, "", f"{type(exc).__name__}: {exc}")
-        await self.feed(result)
+        try:
+            await self.feed(result)
+        except NotLeader as exc:  # the next leader waits again (nothing is in flight)
+            log.warning("kdump result for %s not taken: %s", action.host, exc)
 
     def _result(self, action: m.WaitForKdump, seen: bool, agent: str, why: str) -> m.KdumpResult:
         return m.KdumpResult(clock.now(), action.host, action.op_id, seen, agent, why)
