@@ -295,7 +295,7 @@ def explain(sim: Simulation) -> str:
     return "\n".join(sim.violations) + "\n--- log ---\n" + "\n".join(sim.lines)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(timed)
 def test_kernel_crashes_among_other_failures_never_break_s1_or_s5(
     cmds: list[tuple[int, str]],
