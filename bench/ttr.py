@@ -47,7 +47,7 @@ from hafence.lab.results import ScenarioResult
 from hafence.lab.runner import Lab, LabConfig, LabError
 from hafence.lab.scenarios import SCENARIOS, recover, run
 
-ORDER = ("agent-crash", "network-cut", "power-loss", "rack-failure")
+ORDER = ("agent-crash", "network-cut", "power-loss", "rack-failure", "kernel-crash")
 STEPS = ("detection", "grace", "soft_fence", "fence", "release_to_running",
          "confirm_to_running", "total")  # fmt: skip
 LABELS = {

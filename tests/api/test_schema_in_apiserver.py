@@ -108,6 +108,10 @@ AGENT: dict[str, Any] = {
         "credentialsSecretRef": {"name": "creds"},
     },
 }
+KDUMP: dict[str, Any] = {
+    "metadata": {"name": "k1"},
+    "spec": {"hostRef": {"name": "h1"}, "type": "kdump", "address": "192.0.2.11", "order": 0},
+}
 VM: dict[str, Any] = {
     "metadata": {"name": "vm1"},
     "spec": {
@@ -191,6 +195,17 @@ INVALID = [
     ("agent-bad-options", "FenceAgent", AGENT, "spec.options", "ssl=yes,,=x", ["spec.options"]),
     ("agent-missing-hostref", "FenceAgent", AGENT, "spec.hostRef", _DELETE, ["spec.hostRef"]),
     ("agent-port-range", "FenceAgent", AGENT, "spec.port", 0, ["spec.port"]),
+    # kdump messages are matched by source address: an IP, and timeout= the only option.
+    ("kdump-address-name", "FenceAgent", KDUMP, "spec.address", "hv1.mgmt", ["spec.address"]),
+    (
+        "kdump-other-option",
+        "FenceAgent",
+        KDUMP,
+        "spec.options",
+        "ipport=7411",
+        ["spec.options", "timeout=SECONDS"],
+    ),
+    ("kdump-timeout-range", "FenceAgent", KDUMP, "spec.options", "timeout=0", ["spec.options"]),
     ("vm-bad-priority", "HAVirtualMachine", VM, "spec.priority", "Urgent", ["spec.priority"]),
     (
         "vm-bad-run-strategy",
@@ -251,6 +266,12 @@ def test_invalid_manifest_rejected_naming_field(
     assert err.value.status == 422, message
     for fragment in fragments:
         assert fragment in message, message
+
+
+def test_a_kdump_agent_needs_no_secret(api: Api, namespace: str) -> None:
+    for name, spec in (("k1", {}), ("k2", {"type": "fence_kdump", "options": "timeout=45"})):
+        body = _set(_set(KDUMP, "metadata.name", name), "spec", KDUMP["spec"] | spec)
+        api.create("FenceAgent", namespace, body)
 
 
 def test_confirmation_spec_is_immutable(api: Api, namespace: str) -> None:

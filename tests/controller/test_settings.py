@@ -190,3 +190,13 @@ def test_log_format_and_health_interval() -> None:
     with pytest.raises(SettingsError, match="--pm-health-interval"):
         parse("--pm-health-interval", "-3")
     assert parse("--outage-history", "3").outage_history == 3
+
+
+def test_kdump_listener_is_off_unless_asked_for() -> None:
+    assert parse().kdump_listen is None
+    assert parse("--kdump-listen", "0.0.0.0:7410").kdump_listen == ("0.0.0.0", 7410)
+    env = {"HAFENCE_KDUMP_LISTEN": "[::]:7410"}
+    assert parse(env=env).kdump_listen == ("::", 7410)
+    with pytest.raises(SettingsError) as err:
+        parse("--kdump-listen", "7410")
+    assert "--kdump-listen: '7410' is not HOST:PORT" in str(err.value)

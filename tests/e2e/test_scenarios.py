@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hafence.lab.kdump import SENDER
 from hafence.lab.results import ScenarioResult
 from hafence.lab.runner import Lab
 
@@ -95,6 +96,27 @@ def test_rack_failure_fences_each_host_of_the_rack(lab_factory: Callable[[int], 
             assert not actions, f"{h} is outside the rack: {actions}"
     ha = {n for n in result.moves if n.startswith("ha-")}
     _one_new_process(lab, result, ha)
+    assert not lab.checker.violations
+
+
+@pytest.mark.skipif(not SENDER.exists(), reason="Debian's fence_kdump_send not installed")
+@pytest.mark.timeout(240)  # the dump and the reboot after it come on top of a lab's start
+def test_kernel_crash_is_proven_by_kdump_without_power_action(
+    lab_factory: Callable[[int], Lab],
+) -> None:
+    """Debian's fence_kdump_send from the crashed host's address, the operator's listener,
+    the kdump level: the HA VM restarts elsewhere and no BMC is touched."""
+    lab = lab_factory(3)
+    assert lab.checker is not None and lab.dc is not None
+    result = play(lab, "kernel-crash")
+    victim = result.victims[0]
+    assert result.ok, failed(result)
+    assert result.bmc_actions == {h: [] for h in result.bmc_actions}, "no power action"
+    assert "kdump_detected" in result.times
+    assert lab.dc.hosts[victim].dumps_interrupted == 0
+    ha = {n for n in result.moves if n.startswith("ha-")}
+    _one_new_process(lab, result, ha)
+    assert all(lab.checker.running().get(n) != [victim] for n in ha)
     assert not lab.checker.violations
 
 

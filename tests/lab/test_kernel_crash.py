@@ -1,7 +1,8 @@
 """The lab's kernel-crash host mode against the operator's kdump listener.
 
 The host's crash kernel is Debian's fence_kdump_send; the listener is
-hafence.fencing.kdump.  Not wired into the core yet: this checks the host side only.
+hafence.fencing.kdump.  The host side only; the kdump level through the operator is
+tests/e2e/test_scenarios.py (kernel-crash) and tests/operator/test_kdump_waits.py.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -16,7 +17,7 @@ from hafence.api.base import (
     PrinterColumn,
     cel,
 )
-from hafence.api.grammar import Address, OptionsText, Plug, quoted
+from hafence.api.grammar import IPV4, IPV6, Address, OptionsText, Plug, cel_str, quoted
 from hafence.api.host import PowerState
 
 # oVirt's power-management type names.  Any `fence_*` agent of Debian's
@@ -43,20 +44,43 @@ OVIRT_AGENT_TYPES: tuple[str, ...] = (
     "rsb",
     "wti",
 )
+# A kdump FenceAgent is no power device: the operator waits for the host's fence_kdump
+# messages (``core/fencing_plan.py``, docs/kdump.md).  ``kdump`` is hafence's name,
+# ``fence_kdump`` the fence-agents program's (what Pacemaker configurations say).
+KDUMP_TYPES: tuple[str, ...] = ("kdump", "fence_kdump")
+# fence_kdump's own default is 60 s; oVirt waits 30 s (KdumpStartedTimeout), three of
+# fence_kdump_send's default 10 s intervals.
+DEFAULT_KDUMP_TIMEOUT = 30
+_KDUMP_SECONDS = r"(?:[1-9][0-9]?|[1-5][0-9][0-9]|600)"
+_KDUMP_OPTIONS = rf"^\s*(?:timeout\s*=\s*{_KDUMP_SECONDS}\s*)?$"
+_KDUMP_IN = "self.type in [" + ", ".join(f"'{t}'" for t in KDUMP_TYPES) + "]"
 # Agents that authenticate by other means (or not at all) need no Secret.
 NO_CREDENTIALS_TYPES: tuple[str, ...] = (
+    "kdump",
     "fence_kdump",
     "fence_sbd",
     "fence_heuristics_ping",
     "fence_scsi",
     "fence_mpath",
 )
-AGENT_TYPE_PATTERN = r"^(" + "|".join(OVIRT_AGENT_TYPES) + r"|fence_[a-z0-9_]+)$"
+AGENT_TYPE_PATTERN = r"^(" + "|".join(OVIRT_AGENT_TYPES) + r"|kdump|fence_[a-z0-9_]+)$"
 _TYPE_MESSAGE = (
     "is not a fence agent type: use an oVirt name ("
     + ", ".join(OVIRT_AGENT_TYPES)
-    + ") or a fence-agents program name such as fence_ipmilan"
+    + "), kdump, or a fence-agents program name such as fence_ipmilan"
 )
+
+
+def kdump_timeout(type_name: str, options: str) -> float | None:
+    """Seconds a kdump FenceAgent waits for a fence_kdump message; None for other types.
+
+    fence_kdump's ``timeout`` option in ``spec.options`` (the only option a kdump agent
+    takes; the schema refuses others), else :data:`DEFAULT_KDUMP_TIMEOUT`.
+    """
+    if type_name not in KDUMP_TYPES:
+        return None
+    found = re.match(rf"^\s*timeout\s*=\s*({_KDUMP_SECONDS})\s*$", options)
+    return float(found.group(1) if found else DEFAULT_KDUMP_TIMEOUT)
 
 
 class CredentialsSecretRef(Model):
@@ -77,6 +101,22 @@ class FenceAgentSpec(Model):
                     "credentialsSecretRef is required for this fence agent type",
                     fieldPath=".credentialsSecretRef",
                     reason="FieldValueRequired",
+                ),
+                # fence_kdump messages are matched by their source address: a name
+                # would need a DNS answer the operator cannot check at that moment.
+                cel(
+                    f"!({_KDUMP_IN}) || self.address.matches({cel_str('^(?:' + IPV4 + ')$')})"
+                    f" || self.address.matches({cel_str('^(?:' + IPV6 + ')$')})",
+                    "a kdump FenceAgent's address is the IP address the host's fence_kdump "
+                    "messages come from (an IPv4 or IPv6 address, not a name)",
+                    fieldPath=".address",
+                ),
+                cel(
+                    f"!({_KDUMP_IN}) || self.options.matches({cel_str(_KDUMP_OPTIONS)})",
+                    "a kdump FenceAgent takes one option only, timeout=SECONDS (1-600): "
+                    f"how long to wait for a fence_kdump message (default "
+                    f"{DEFAULT_KDUMP_TIMEOUT})",
+                    fieldPath=".options",
                 ),
             ]
         }

@@ -114,7 +114,7 @@ class HostSpec(Model):
     )
 
 
-FenceProof = Literal["fence", "confirmation", "self-fence"]
+FenceProof = Literal["fence", "kdump", "confirmation", "self-fence"]
 
 
 class FencingStatus(Model):
@@ -137,7 +137,7 @@ class FencingStatus(Model):
     attempt: int = 0
     level: int | None = None
     last_action: str | None = Field(
-        default=None, description="power-status, soft-fence, status, off, verify or on."
+        default=None, description="power-status, soft-fence, kdump, status, off, verify or on."
     )
     last_result: str | None = Field(
         default=None, description="'pending' while the action has no result yet."

@@ -37,10 +37,13 @@ class AttemptEntry(Model):
     kind: AttemptKind
     start_time: datetime
     duration_seconds: float | None = None
-    result: str = Field(description="on, off, error, success, failure; pending until answered.")
+    result: str = Field(
+        description="on, off, error, success, failure, kdump (a fence_kdump message heard); "
+        "pending until answered."
+    )
     attempt: int | None = None
     level: int | None = None
-    step: str | None = Field(default=None, description="status, off, verify or on.")
+    step: str | None = Field(default=None, description="kdump, status, off, verify or on.")
     agent: str | None = None
     agent_type: str | None = None
     proxy: str | None = None

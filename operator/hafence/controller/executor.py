@@ -15,12 +15,14 @@ from typing import Any
 
 from hafence.controller.cache import Cache
 from hafence.controller.events import EventRecorder
+from hafence.controller.kdump import KdumpWaits
 from hafence.controller.leader import LeaderElector
 from hafence.controller.lease_guard import LeaseGuard
 from hafence.controller.metrics import Metrics
 from hafence.controller.power import Feed, PowerOps
 from hafence.controller.status_writes import StatusWriter
 from hafence.core import messages as m
+from hafence.fencing.kdump import KdumpListener
 from hafence.kube import Api
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Executor:
         metrics: Metrics,
         feed: Feed,
         observe_lease: Callable[[dict[str, Any]], Awaitable[None]],
+        kdump: KdumpListener | None = None,
     ) -> None:
         self.namespace = namespace
         self.cache = cache
@@ -46,10 +49,12 @@ class Executor:
         self.guard = LeaseGuard(api, namespace, cache, observe_lease)
         self.power = PowerOps(api, namespace, cache, elector, metrics, feed, self.guard)
         self.writer = StatusWriter(api, namespace, cache, elector)
+        self.kdump = KdumpWaits(namespace, cache, feed, self.guard, kdump)
         self._handlers: dict[type[Any], Handler] = {
             m.CheckPower: self._power,
             m.SoftFence: self._power,
             m.RunFenceStep: self._power,
+            m.WaitForKdump: self._kdump,
             m.StepTimedOut: self._timed_out,
             m.WriteHostStatus: self.writer.host,
             m.WriteVMStatus: self.writer.vm,
@@ -72,9 +77,13 @@ class Executor:
 
     async def cancel(self) -> None:
         await self.power.cancel()
+        await self.kdump.cancel()
 
     async def _power(self, action: m.CheckPower | m.SoftFence | m.RunFenceStep) -> None:
         self.power.start(action)
+
+    async def _kdump(self, action: m.WaitForKdump) -> None:
+        self.kdump.start(action)
 
     async def _timed_out(self, action: m.StepTimedOut) -> None:
         log.warning(
@@ -84,7 +93,10 @@ class Executor:
             action.step,
             action.op_id,
         )
-        self.power.timed_out(action)
+        if action.step == "kdump":
+            self.kdump.timed_out(action)
+        else:
+            self.power.timed_out(action)
 
     async def _event(self, action: m.EmitEvent) -> None:
         obj = self.cache.get(action.kind, self.namespace, action.name)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import kopf
 from kubernetes import config as kube_config
 
-from hafence.controller import logs
+from hafence.controller import clock, logs
 from hafence.controller.events import EventRecorder
 from hafence.controller.handlers import register
 from hafence.controller.leader import LeaderElector
@@ -26,6 +26,7 @@ from hafence.controller.metrics import Metrics, MetricsServer
 from hafence.controller.pmhealth import PMHealth
 from hafence.controller.reconciler import Reconciler
 from hafence.controller.settings import Settings, SettingsError, parse_settings
+from hafence.fencing.kdump import KdumpListener
 from hafence.kube import Api, load_api
 
 log = logging.getLogger("hafence.operator")
@@ -134,7 +135,15 @@ async def run(settings: Settings) -> None:
     )
     metrics.track_leader(lambda: elector.is_leader, lambda: elector.observed_epoch)
     recorder = EventRecorder(api, instance=elector.identity)
-    reconciler = Reconciler(api, settings.policy(), settings.namespaces, elector, recorder, metrics)
+    kdump = None
+    if settings.kdump_listen is not None:
+        # Before anything leads: a port that cannot be bound is a start-up error.
+        bind, port = settings.kdump_listen
+        kdump = await KdumpListener(bind, port, clock=clock.now).start()
+        log.info("fence_kdump listener on udp %s:%d", bind, kdump.port)
+    reconciler = Reconciler(
+        api, settings.policy(), settings.namespaces, elector, recorder, metrics, kdump
+    )
     reconciler.outages.history = settings.outage_history
     reconciler.outages.max_age = settings.outage_max_age
 
@@ -209,4 +218,6 @@ async def run(settings: Settings) -> None:
     await elector.stop(release=True)
     await recorder.aclose()
     await server.stop()
+    if kdump is not None:
+        kdump.close()
     api.close()

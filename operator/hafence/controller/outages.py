@@ -106,7 +106,9 @@ class Outages:
     def result(self, namespace: str, inp: m.Input) -> None:
         """A power result on its way back to the core."""
         try:
-            if isinstance(inp, m.PowerStatusResult | m.SoftFenceResult | m.FenceStepResult):
+            if isinstance(
+                inp, m.PowerStatusResult | m.SoftFenceResult | m.FenceStepResult | m.KdumpResult
+            ):
                 self._result(namespace, inp)
         except Exception:
             log.exception("outage record: result not recorded")
@@ -123,7 +125,13 @@ class Outages:
             step = _Step("fence", action.host, action.outage_id, now, mono)
             step.agents, step.proxies, step.step = action.agents, action.proxies, action.step
             step.attempt, step.level = action.attempt, action.level
-        if step is not None and isinstance(action, m.CheckPower | m.SoftFence | m.RunFenceStep):
+        elif isinstance(action, m.WaitForKdump):
+            step = _Step("fence", action.host, action.outage_id, now, mono)
+            step.agents, step.step = action.agents, "kdump"
+            step.attempt, step.level = action.attempt, action.level
+        if step is not None and isinstance(
+            action, m.CheckPower | m.SoftFence | m.RunFenceStep | m.WaitForKdump
+        ):
             self._steps[(ns, action.op_id)] = step
         if isinstance(action, m.WriteHostStatus):
             self._host_status(ns, action, now)
@@ -192,7 +200,9 @@ class Outages:
                     self._records.pop((rec.namespace, rec.host), None)
 
     def _result(
-        self, ns: str, inp: m.PowerStatusResult | m.SoftFenceResult | m.FenceStepResult
+        self,
+        ns: str,
+        inp: m.PowerStatusResult | m.SoftFenceResult | m.FenceStepResult | m.KdumpResult,
     ) -> None:
         step = self._steps.pop((ns, inp.op_id), None)
         if step is None:
@@ -206,6 +216,23 @@ class Outages:
                     start_time=_utc(step.started),
                     duration_seconds=seconds,
                     result="success" if inp.ok else "failure",
+                    message=inp.message[:500],
+                )
+            )
+        elif isinstance(inp, m.KdumpResult):
+            # One entry for the level: the agent whose address sent the message, if any.
+            agent = inp.agent or ",".join(step.agents)
+            entries.append(
+                AttemptEntry(
+                    kind="fence",
+                    start_time=_utc(step.started),
+                    duration_seconds=seconds,
+                    result="kdump" if inp.seen else "failure",
+                    attempt=step.attempt,
+                    level=step.level,
+                    step="kdump",
+                    agent=agent or None,
+                    agent_type=self._agent_type(ns, inp.agent) if inp.agent else None,
                     message=inp.message[:500],
                 )
             )
@@ -314,7 +341,12 @@ class Outages:
             )
         if kind == "self-fence":
             return Proof(type="self-fence", time=_utc(now))
-        # fence: the agent whose "off" (or verify) answer proved it, kdump if that is one
+        if kind == "kdump":  # the agent whose address sent the fence_kdump message
+            heard = next(
+                (a.agent for a in reversed(rec.status.attempts) if a.result == "kdump"), None
+            )
+            return Proof(type="kdump", time=_utc(now), agent=heard)
+        # fence: the agent whose "off" (or verify) answer proved it
         agent = next(
             (
                 a.agent
@@ -323,10 +355,7 @@ class Outages:
             ),
             None,
         )
-        agent_type = self._agent_type(ns, agent) if agent else None
-        return Proof(
-            type="kdump" if agent_type == "kdump" else "fence", time=_utc(now), agent=agent
-        )
+        return Proof(type="fence", time=_utc(now), agent=agent)
 
     def _agent_type(self, ns: str, agent: str | None) -> str | None:
         obj = self.cache.get("FenceAgent", ns, agent) if agent else None

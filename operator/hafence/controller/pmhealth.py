@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from hafence.api.fenceagent import KDUMP_TYPES
 from hafence.api.host import NO_OUTAGE_PHASES
 from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector, NotLeader
@@ -105,6 +106,8 @@ class PMHealth:
                 key = (namespace, name)
                 seen.add(key)
                 spec = obj.get("spec") or {}
+                if spec.get("type") in KDUMP_TYPES:
+                    continue  # not a power device: nothing to read (controller/kdump.py)
                 host = str((spec.get("hostRef") or {}).get("name", ""))
                 labels = (namespace, name, host, str(spec.get("type", "")))
                 old = self._labels.get(key)

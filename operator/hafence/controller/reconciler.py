@@ -33,6 +33,7 @@ from hafence.controller.policies import FencingPolicies
 from hafence.core import messages as m
 from hafence.core.engine import Engine
 from hafence.core.policy import Settings as Policy
+from hafence.fencing.kdump import KdumpListener
 from hafence.kube import Api, KubeError
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,10 @@ class Reconciler:
         elector: LeaderElector,
         recorder: EventRecorder,
         metrics: Metrics,
+        kdump: KdumpListener | None = None,
     ) -> None:
         self.api = api
+        self.kdump = kdump  # the fence_kdump listener, shared by every namespace
         self.policy = policy
         self.namespaces = namespaces
         self.elector = elector
@@ -224,6 +227,7 @@ class Reconciler:
                 self.metrics,
                 functools.partial(self._feed_one, namespace),
                 functools.partial(self._lease_reread, namespace),
+                self.kdump,
             )
             await self.policies.sync(namespace, engine)
             await self._run(namespace, engine.handle(m.OperatorStarted(now)))

@@ -29,6 +29,9 @@ variable it came from and the value.
 | `--pm-health-interval S`       | `HAFENCE_PM_HEALTH_INTERVAL`       | 3600, lab 60; 0: off|
 | `--outage-history N`           | `HAFENCE_OUTAGE_HISTORY`           | 20 per host         |
 | `--outage-max-age S`           | `HAFENCE_OUTAGE_MAX_AGE`           | 2592000 (30 days)   |
+| `--kdump-listen H:P`           | `HAFENCE_KDUMP_LISTEN`             | off (kdump levels   |
+|                                |                                    | fail); UDP, 7410 is |
+|                                |                                    | fence_kdump's port  |
 
 The fencing timings are the core's (:class:`hafence.core.policy.Settings`): the profile
 picks a base, ``--policy`` overrides single fields of it (``--policy
@@ -120,6 +123,8 @@ class Settings:
     pm_health_interval: float = PM_HEALTH_INTERVAL["production"]  # 0: no checks
     outage_history: int = OUTAGE_HISTORY  # HostOutages kept per host
     outage_max_age: float = OUTAGE_MAX_AGE  # seconds a finished HostOutage is kept
+    # The fence_kdump listener's UDP address (controller/kdump.py); None: no listener.
+    kdump_listen: tuple[str, int] | None = None
 
     def policy(self) -> core_policy.Settings:
         """The core's policy: the profile's base with ``policy_overrides`` applied."""
@@ -231,6 +236,12 @@ def build_parser(prog: str = "hafence operator") -> argparse.ArgumentParser:
         help="finished HostOutage records older than this are deleted, default "
         f"{OUTAGE_MAX_AGE:.0f} (30 days) [HAFENCE_OUTAGE_MAX_AGE]",
     )
+    p.add_argument(
+        "--kdump-listen",
+        metavar="HOST:PORT",
+        help="receive fence_kdump messages on this UDP address (kdump FenceAgents), e.g. "
+        "0.0.0.0:7410; default: no listener [HAFENCE_KDUMP_LISTEN]",
+    )
     return p
 
 
@@ -334,6 +345,8 @@ def parse_settings(
     )
     history = src.number("outage_history", OUTAGE_HISTORY, whole=True)
     max_age = src.number("outage_max_age", OUTAGE_MAX_AGE)
+    raw_kdump = (src.get("kdump_listen") or "").strip()
+    kdump_listen = _bind_address(src.where("kdump_listen"), raw_kdump) if raw_kdump else None
 
     settings = Settings(
         namespaces=namespaces,
@@ -353,6 +366,7 @@ def parse_settings(
         pm_health_interval=pm_interval,
         outage_history=int(history),
         outage_max_age=max_age,
+        kdump_listen=kdump_listen,
     )
     settings.policy()  # the core checks the combination now, not at the first fence
     return settings

@@ -8,6 +8,8 @@ device that never answers costs its own timeouts, not forever:
   (``fencing/protocol.py``);
 - the agents of a level run concurrently, so a level costs its slowest agent; the proxy
   candidates are tried one after the other, so it costs that once per candidate;
+- a kdump level waits its agents' kdump timeout (fence_kdump's ``timeout`` option), in
+  the operator's own listener: no proxy;
 - a soft fence is one SSH command bounded by the Host's ``ssh.timeoutSeconds`` (plus the
   second the SSH layer adds to stop its thread);
 - ``Settings.step_margin`` covers the shell's own work around it (a Secret read, an SSH
@@ -29,6 +31,8 @@ from hafence.core.policy import Settings
 def agent_budget(agent: AgentRef | None, operation: str) -> float:
     if agent is None:  # gone meanwhile: the shell answers at once
         return 0.0
+    if operation == "kdump":
+        return agent.kdump_timeout or 0.0
     if operation == "status":
         return agent.timeout
     return 2 * agent.timeout + agent.power_wait

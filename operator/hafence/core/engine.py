@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal
 
+from hafence.api.fenceagent import kdump_timeout
 from hafence.api.lease import peer_check_window
 from hafence.core import connectivity, triggers
 from hafence.core import fencing_plan as fp
@@ -52,6 +53,7 @@ class Engine:
             m.PowerStatusResult: self._on_power_status,
             m.SoftFenceResult: self._on_soft_fence,
             m.FenceStepResult: self._on_fence_step,
+            m.KdumpResult: self._on_kdump,
             m.ConfirmationObserved: self._on_confirmation,
             m.OperatorStarted: self._on_started,
             m.HostObserved: self._on_host,
@@ -190,6 +192,12 @@ class Engine:
             self.machine.on_fence_step(rec, ev)
         return {ev.host}
 
+    def _on_kdump(self, ev: m.KdumpResult) -> set[str] | None:
+        rec = self.hosts.get(ev.host)
+        if rec is not None:
+            self.machine.on_kdump(rec, ev)
+        return {ev.host}
+
     def _on_confirmation(self, ev: m.ConfirmationObserved) -> set[str] | None:
         self._confirmation(ev)
         return {ev.spec.host_ref.name}
@@ -234,6 +242,7 @@ class Engine:
             ev.spec.type,
             float(ev.spec.timeout_seconds),
             float(ev.spec.power_wait_seconds),
+            kdump_timeout(ev.spec.type, ev.spec.options),
         )
         host = self.hosts.get(ev.spec.host_ref.name)
         if host is not None and host.phase is Phase.ISOLATED and host.next_retry is None:

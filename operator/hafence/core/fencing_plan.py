@@ -4,6 +4,12 @@ A host's FenceAgents sorted by ``order`` form levels; agents sharing an order fo
 *concurrent group* (two PDUs feeding two power supplies): "off" succeeds only if every
 one of them is off, "on" if any one is on, and "status" is on if any is on, off if all
 are off, unknown otherwise (a mix of off and errors proves nothing).
+
+A level whose agents are all of type ``kdump`` is no power operation: it waits for a
+fence_kdump message from the host (``WaitForKdump``), and a message received while it
+waits is proof that the host runs its crash kernel, hence no VM; it never switches
+power (a power cycle would destroy the dump).  A level mixing kdump and power agents
+has no meaning (wait, or switch?): it fails at once, saying so, and the next level runs.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 FenceStep = Literal["status", "off", "verify", "on"]
+LevelKind = Literal["power", "kdump", "mixed"]
 FENCE_STEPS: tuple[FenceStep, ...] = ("status", "off", "verify", "on")
 AgentPower = Literal["on", "off", "error"]
 GroupPower = Literal["on", "off", "unknown"]
@@ -28,19 +35,49 @@ class AgentRef:
     agent_type: str
     timeout: float = 20.0  # spec.timeoutSeconds: one request
     power_wait: float = 60.0  # spec.powerWaitSeconds: polling for off/on to settle
+    # A kdump agent: how long its level waits for a fence_kdump message (None: a power
+    # device).  From the agent's ``timeout`` option (``api.fenceagent.kdump_timeout``).
+    kdump_timeout: float | None = None
+
+    @property
+    def kdump(self) -> bool:
+        return self.kdump_timeout is not None
 
 
 @dataclass(frozen=True)
 class Level:
     order: int
     agents: tuple[str, ...]  # FenceAgent names, sorted
+    kind: LevelKind = "power"
+    kdump_agents: tuple[str, ...] = ()  # the kdump ones (all of them unless "power")
 
 
 def levels(agents: Iterable[AgentRef]) -> tuple[Level, ...]:
-    by_order: dict[int, list[str]] = {}
+    by_order: dict[int, list[AgentRef]] = {}
     for a in agents:
-        by_order.setdefault(a.order, []).append(a.name)
-    return tuple(Level(order, tuple(sorted(names))) for order, names in sorted(by_order.items()))
+        by_order.setdefault(a.order, []).append(a)
+    out = []
+    for order, refs in sorted(by_order.items()):
+        names = tuple(sorted(a.name for a in refs))
+        kdump = tuple(sorted(a.name for a in refs if a.kdump))
+        kind: LevelKind = "power" if not kdump else "kdump" if kdump == names else "mixed"
+        out.append(Level(order, names, kind, kdump))
+    return tuple(out)
+
+
+def power_agents(levels: Iterable[Level]) -> tuple[str, ...]:
+    """The agents the power-status check asks: the first level of power devices (a
+    kdump level has no power state to report)."""
+    return next((lv.agents for lv in levels if lv.kind == "power"), ())
+
+
+def mixed_level_message(lv: Level) -> str:
+    power = [a for a in lv.agents if a not in lv.kdump_agents]
+    return (
+        f"order {lv.order} mixes kdump agents ({', '.join(lv.kdump_agents)}) with power "
+        f"devices ({', '.join(power)}): a level either waits for a fence_kdump message or "
+        "switches power; give the kdump agents an order of their own (usually the lowest)"
+    )
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,13 @@ from hafence.core.messages import (
     Action,
     CheckPower,
     FenceStepResult,
+    KdumpResult,
     PowerStatusResult,
     RunFenceStep,
     SoftFence,
     SoftFenceResult,
     StepTimedOut,
+    WaitForKdump,
 )
 from hafence.core.policy import Settings
 from hafence.core.records import HostRecord
@@ -127,7 +129,7 @@ class HostMachine:
                 ctx.event(rec.name, "HostReturnedWithoutReboot", msg, "Warning")
                 ctx.alert(f"HostReturnedWithoutReboot/{rec.name}", True, msg)
         elif name == "check_power_or_soft_fence":
-            if ctx.levels(rec.name):
+            if fp.power_agents(ctx.levels(rec.name)):
                 self._set_step(rec, "power-status", now)
             else:
                 self._soft_fence(rec, now)
@@ -205,13 +207,21 @@ class HostMachine:
             self._level_failed(rec, now, "the level's fence agents are gone")
             return
         lv = levels[rec.level_index]
+        if lv.kind == "mixed":
+            self._level_failed(rec, now, fp.mixed_level_message(lv))
+            return
+        what = (
+            "waiting for a fence_kdump message (no power action)"
+            if lv.kind == "kdump"
+            else "status, off, verify off, on"
+        )
         self.ctx.event(
             rec.name,
             "FenceOperationStarted",
             f"attempt {rec.attempt}, level {rec.level_index + 1}/{len(levels)} "
-            f"(order {lv.order}: {', '.join(lv.agents)}): status, off, verify off, on",
+            f"(order {lv.order}: {', '.join(lv.agents)}): {what}",
         )
-        self._set_step(rec, "status", now)
+        self._set_step(rec, "kdump" if lv.kind == "kdump" else "status", now)
 
     def _set_step(self, rec: HostRecord, step: str, now: float) -> None:
         rec.step = step
@@ -239,12 +249,12 @@ class HostMachine:
         levels = self.ctx.levels(rec.name)
         settings = self.ctx.settings
         if rec.step == "power-status":
-            if not levels:
+            agents = fp.power_agents(levels)
+            if not agents:
                 rec.step_pending = False
                 self.fire(rec, Trigger.POWER_ON, now)
                 return
             proxies = self.ctx.proxies(rec)
-            agents = levels[0].agents
             budget = deadlines.fence_budget(
                 settings, self.ctx.agent_refs(agents), "status", len(proxies)
             )
@@ -255,6 +265,27 @@ class HostMachine:
                 settings, float(ssh.timeout_seconds) if ssh is not None else 0.0
             )
             self.ctx.act(SoftFence(rec.name, op, rec.outage_id, budget))
+        elif rec.step == "kdump":
+            if rec.level_index >= len(levels) or levels[rec.level_index].kind != "kdump":
+                rec.step_pending = False
+                self._level_failed(rec, now, "the level's kdump agents are gone")
+                return
+            lv = levels[rec.level_index]
+            rec.agent = ",".join(lv.agents)
+            # The operator's own listener waits: no proxy, one candidate.
+            budget = deadlines.fence_budget(settings, self.ctx.agent_refs(lv.agents), "kdump", 1)
+            self.ctx.act(
+                WaitForKdump(
+                    rec.name,
+                    op,
+                    rec.outage_id,
+                    rec.attempt,
+                    lv.order,
+                    lv.agents,
+                    now,
+                    budget - settings.step_margin,
+                )
+            )
         elif rec.step in FENCE_STEPS:
             if rec.level_index >= len(levels):
                 rec.step_pending = False
@@ -306,12 +337,16 @@ class HostMachine:
         self.ctx.event(rec.name, "StepTimedOut", f"{step}: {why}: treated as failed", "Warning")
         levels = self.ctx.levels(rec.name)
         if step == "power-status":
-            agents = levels[0].agents if levels else ()
+            agents = fp.power_agents(levels)
             self.ctx.act(StepTimedOut(rec.name, op, step, agents, "status"))
             self.on_power_status(rec, PowerStatusResult(now, rec.name, op, "unknown", why))
         elif step == "soft-fence":
             self.ctx.act(StepTimedOut(rec.name, op, step, (), "soft-fence"))
             self.on_soft_fence(rec, SoftFenceResult(now, rec.name, op, False, f"timed out: {why}"))
+        elif step == "kdump":
+            agents = levels[rec.level_index].agents if rec.level_index < len(levels) else ()
+            self.ctx.act(StepTimedOut(rec.name, op, step, agents, "kdump"))
+            self.on_kdump(rec, KdumpResult(now, rec.name, op, False, "", f"timed out: {why}"))
         else:
             agents = levels[rec.level_index].agents if rec.level_index < len(levels) else ()
             operation = "status" if step in ("status", "verify") else step
@@ -414,6 +449,44 @@ class HostMachine:
                 f"attempt {rec.attempt}, level {rec.level_index + 1}: off verified ({desc})",
             )
             self.fire(rec, Trigger.OFF_VERIFIED, now, proof="fence")
+
+    def on_kdump(self, rec: HostRecord, ev: KdumpResult) -> None:
+        """A kdump level's answer.  A message heard while it waited is proof: the host
+        runs its crash kernel, hence no VM (S1); its VMs are released and nothing is
+        switched -- the host reboots by itself when its dump is written and comes back
+        Up by its heartbeat (a new boot ID)."""
+        if not self._take(rec, ev.op_id, ("kdump",)):
+            return
+        now = ev.now
+        if not ev.seen:
+            rec.last_result = f"failed: {ev.message or 'no fence_kdump message'}"
+            self._level_failed(rec, now, f"kdump: {ev.message or 'no fence_kdump message'}")
+            return
+        if rec.lease_fresh(now):
+            # A host that renews its lease is not in its crash kernel: the message is
+            # spoofed, stale or from a misdeclared address.  Never proof (S5: a host
+            # with a fresh lease is never "fenced").
+            rec.last_result = f"failed: kdump message ignored, lease fresh ({ev.message})"
+            self.ctx.event(
+                rec.name,
+                "KdumpMessageIgnored",
+                f"fence_kdump message ({ev.message}) while the host's lease is fresh: "
+                "not proof (spoofed, or a wrong address in a kdump FenceAgent?)",
+                "Warning",
+            )
+            self._level_failed(rec, now, "kdump message while the lease is fresh")
+            return
+        rec.last_result = f"ok: {ev.message}"
+        rec.agent = ev.agent or rec.agent
+        self.ctx.event(
+            rec.name,
+            "KdumpDetected",
+            f"attempt {rec.attempt}, level {rec.level_index + 1}: {ev.message}: the host "
+            "runs its crash kernel, hence no VM; its VMs are released, no power action "
+            "(it would destroy the dump); the host reboots by itself",
+            "Warning",
+        )
+        self.fire(rec, Trigger.KDUMP_DETECTED, now, proof="kdump")
 
     def _level_failed(self, rec: HostRecord, now: float, why: str) -> None:
         levels = self.ctx.levels(rec.name)

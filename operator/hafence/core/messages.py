@@ -160,6 +160,20 @@ class FenceStepResult:
     sent: bool = True
 
 
+@dataclass(frozen=True)
+class KdumpResult:
+    """Result of a WaitForKdump: ``seen`` when a fence_kdump message from one of the
+    level's agents' addresses arrived while the shell waited; ``agent`` the agent whose
+    address sent it.  ``message`` says what was seen or why nothing counts."""
+
+    now: float
+    host: str
+    op_id: str
+    seen: bool
+    agent: str = ""
+    message: str = ""
+
+
 WriteKind = Literal["Host", "HAVirtualMachine", "FenceConfirmation"]
 
 
@@ -203,6 +217,7 @@ Input = (
     | PowerStatusResult
     | SoftFenceResult
     | FenceStepResult
+    | KdumpResult
     | WriteFailed
     | WriteLanded
 )
@@ -252,6 +267,25 @@ class RunFenceStep:
 
 
 @dataclass(frozen=True)
+class WaitForKdump:
+    """A kdump level: wait up to ``timeout`` seconds for a fence_kdump message from the
+    addresses of ``agents`` (the host's kdump FenceAgents), received at or after
+    ``since`` (the core's now when it issued this).  Only a message that arrives while
+    the level waits counts: the host is dumping *now*, so it cannot have finished its
+    dump and restarted VMs before the release lands (docs/architecture.md, kdump).
+    Answer with KdumpResult; nothing is ever switched."""
+
+    host: str
+    op_id: str
+    outage_id: str
+    attempt: int
+    level: int  # the agents' `order`
+    agents: tuple[str, ...]
+    since: float
+    timeout: float = 0.0
+
+
+@dataclass(frozen=True)
 class StepTimedOut:
     """The core's deadline for an operation passed without a result: the core went on as
     if it had failed.  The shell stops whatever still runs for it and counts the
@@ -270,7 +304,7 @@ class ReleaseVMs:
 
     host: str
     outage_id: str
-    proof: str  # "fence" | "confirmation" | "self-fence"
+    proof: str  # "fence" | "kdump" | "confirmation" | "self-fence"
     vms: tuple[str, ...]
 
 
@@ -338,6 +372,7 @@ Action = (
     CheckPower
     | SoftFence
     | RunFenceStep
+    | WaitForKdump
     | StepTimedOut
     | ReleaseVMs
     | PlaceVM

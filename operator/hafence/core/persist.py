@@ -59,7 +59,7 @@ def host_status(rec: HostRecord, vm_count: int) -> HostStatus:
             boot_id_at_outage=rec.boot_id_at_outage,
             proof=rec.proof,
             attempt=rec.attempt,
-            level=rec.level_index if step in ("status", "off", "verify", "on") else None,
+            level=rec.level_index if step in ("kdump", "status", "off", "verify", "on") else None,
             last_action=step,
             last_result=result,
             agent=rec.agent,

@@ -9,8 +9,18 @@ from hafence.api.vm import HAVirtualMachineSpec, RuntimeStatus
 from hafence.core.transitions import Phase
 
 # Host steps, in escalation order.  "soft-fence-wait": the command ran, waiting for the
-# heartbeat; the others are the action of the same name.
-HOST_STEPS = ("power-status", "soft-fence", "soft-fence-wait", "status", "off", "verify", "on")
+# heartbeat; "kdump": a kdump level waiting for a fence_kdump message; the others are
+# the action of the same name.
+HOST_STEPS = (
+    "power-status",
+    "soft-fence",
+    "soft-fence-wait",
+    "kdump",
+    "status",
+    "off",
+    "verify",
+    "on",
+)
 
 
 @dataclass

@@ -18,7 +18,8 @@ Effects are names, interpreted by ``host.py``/``engine.py``:
 - ``fence_first_level`` / ``fence_next_level``: start the status->off->verify->on
   sequence at a level
 - ``release_vms``: the host is proven off for this outage: its VMs leave it (S1)
-- ``power_on``: run "on" at the level that verified off
+- ``power_on``: run "on" at the level that verified off (never after kdump proof: the
+  host reboots by itself once its dump is written, and a power action would destroy it)
 - ``alert_isolated``: raise HostIsolated, with what to check on site and the
   confirmation command; ``schedule_retry``: next fencing attempt;
   ``retry_when_allowed``: fence as soon as the policy that skipped it allows
@@ -65,6 +66,9 @@ class Trigger(StrEnum):
     FENCE_SKIPPED = "fence_skipped"  # a policy forbids fencing now (disabled, connectivity)
     LEVEL_FAILED = "level_failed"
     OFF_VERIFIED = "off_verified"
+    # A kdump level heard a fence_kdump message from the host while it waited: the host
+    # runs its crash kernel, hence no VM.
+    KDUMP_DETECTED = "kdump_detected"
     ALL_LEVELS_FAILED = "all_levels_failed"
     RETRY_DUE = "retry_due"
     CONFIRMED = "confirmed"
@@ -113,6 +117,8 @@ def _rows() -> Iterable[Transition]:
     )
     yield Transition(P.FENCING, T.LEVEL_FAILED, P.FENCING, ("fence_next_level",))
     yield Transition(P.FENCING, T.OFF_VERIFIED, P.REBOOTING, ("release_vms", "power_on"))
+    # No "off" was sent and none follows: the host comes back by itself after its dump.
+    yield Transition(P.FENCING, T.KDUMP_DETECTED, P.REBOOTING, ("release_vms",))
     yield Transition(
         P.FENCING, T.ALL_LEVELS_FAILED, P.ISOLATED, ("alert_isolated", "schedule_retry")
     )

@@ -7,7 +7,7 @@ always runs on the proxy host over SSH (the BMC network is reachable only from t
 
 from __future__ import annotations
 
-from hafence.api.fenceagent import FenceAgentSpec
+from hafence.api.fenceagent import KDUMP_TYPES, FenceAgentSpec
 from hafence.fencing.agent_types import KNOWN_BROKEN
 from hafence.fencing.errors import Unsupported
 from hafence.fencing.fence_agents import FenceAgentDriver
@@ -26,6 +26,11 @@ def build_driver(
     poll_interval: float = 0.25,
 ) -> FenceDriver:
     """A driver for one FenceAgent.  Raises :class:`Unsupported` for a bad type/options."""
+    if spec.type in KDUMP_TYPES:
+        raise Unsupported(
+            f"{spec.type}: not a power device: a kdump level waits for the host's "
+            "fence_kdump messages in the operator's listener (--kdump-listen)"
+        )
     kind = agent_type(spec.type)
     broken = KNOWN_BROKEN.get(kind.fence_agent)
     if broken is not None and credentials is not None and not (proxy is None and kind.native):

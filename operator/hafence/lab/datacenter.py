@@ -530,6 +530,13 @@ class Datacenter:
             + (f"VMs {', '.join(killed)} killed" if killed else "no VMs killed"),
         )
 
+    def finish_dump(self, name: str) -> None:
+        """The dump is written now (before ``dump_seconds``): the host reboots."""
+        host = self.hosts[name]
+        sender = host.kdump
+        if sender is not None:
+            self._dump_done(host, sender)
+
     def _stop_dump(self, host: VirtualHost) -> None:
         if host.kdump is not None:
             host.kdump.stop()
@@ -557,6 +564,11 @@ class Datacenter:
         self.restore_network(name)
         if not host.powered:
             host.bmc.set_power("on")
+        elif host.kdump is not None:
+            with host.lock:  # the dump is cut short: the host reboots now
+                self._stop_dump(host)
+                self._start_agent(host, new_boot=True)
+                self._sync_reachable(host)
         elif not host.agent_alive:
             with host.lock:
                 self._start_agent(host, new_boot=False)

@@ -20,6 +20,14 @@ from pathlib import Path
 SENDER = Path("/usr/libexec/fence-agents/fence_kdump_send")  # Debian's fence-agents
 
 
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 nobody uses right now: the lab operator's kdump listener."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def host_address(index: int) -> str:
     """The loopback address a virtual host's kdump messages come from (index from 0)."""
     if not 0 <= index < 240:

@@ -1,6 +1,6 @@
 """`hafence lab`: a datacenter on this machine, and failures played out in it.
 
-    hafence lab [--scenario agent-crash|network-cut|power-loss|rack-failure|all|seed]
+    hafence lab [--scenario agent-crash|network-cut|power-loss|rack-failure|kernel-crash|all|seed]
                 [--hosts N] [--profile lab|production] [--output text|json]
                 [--kubeconfig PATH | --use-current-cluster] [--repeat N]
 
@@ -28,7 +28,7 @@ from hafence.lab.results import ScenarioResult
 from hafence.lab.runner import Lab, LabConfig, LabError
 from hafence.lab.scenarios import SCENARIOS, recover, run
 
-ORDER = ("agent-crash", "network-cut", "power-loss", "rack-failure")
+ORDER = ("agent-crash", "network-cut", "power-loss", "rack-failure", "kernel-crash")
 # The oVirt article's three experiments, on its datacenter: two hosts, an iLO each,
 # production timings unless --profile says otherwise.
 SEED = ("agent-crash", "network-cut", "power-loss")

@@ -37,6 +37,7 @@ from hafence.lab.binaries import BinariesUnavailable, ensure
 from hafence.lab.controlplane import ControlPlane
 from hafence.lab.datacenter import FENCE_TYPES, AgentTimings, Datacenter
 from hafence.lab.invariants import InvariantChecker
+from hafence.lab.kdump import free_udp_port
 from hafence.lab.libvirtd import unavailable as libvirt_unavailable
 from hafence.lab.ports import free_port
 from hafence.lab.processes import stop_process_group
@@ -120,6 +121,8 @@ class Lab:
         self.operator: subprocess.Popen[bytes] | None = None
         self.operator_started = 0.0
         self.metrics_port = free_port()
+        # The operator's fence_kdump listener; the kernel-crash scenario's kdump level.
+        self.kdump_port = free_udp_port()
         self.watchers: Watchers | None = None
         self.checker: InvariantChecker | None = None
         self.policy = config.policy()
@@ -281,6 +284,7 @@ class Lab:
             "--leader-lease-namespace", self.namespace,
             "--leader-lease-name", "hafence-lab-operator",
             "--metrics-bind-address", f"127.0.0.1:{self.metrics_port}",
+            "--kdump-listen", f"127.0.0.1:{self.kdump_port}",
             *self.config.operator_args,
         ]  # fmt: skip
         env = dict(os.environ)

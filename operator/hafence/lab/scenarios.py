@@ -14,7 +14,12 @@ network-cut   the host's agent loses the API server; its BMC answers      hard f
 power-loss    the host and its BMC lose power                             Isolated, then
                                                                           confirmation
 rack-failure  a rack's PDU fails: its hosts lose power, BMCs answer       hard fences
+kernel-crash  the host's kernel panics into kdump: agent and VMs die, it  kdump proof,
+              sends fence_kdump messages while dumping, then reboots      no power action
 ============  ==========================================================  ==============
+
+kernel-crash gives its victim a kdump FenceAgent (order 0, before the BMC) for the
+scenario only, so the other scenarios' fence levels and timings stay what they were.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hafence.core.isolation import CONFIRM_ANNOTATION
+from hafence.kube import NotFound
 from hafence.lab.checks import (
     allowed_detection,
     check_common,
@@ -267,6 +273,142 @@ def rack_failure(lab: Lab, result: ScenarioResult) -> None:
     check_common(lab, result, ha, pets)
 
 
+def _event_time(lab: Lab, subject: str, reason: str, after: float) -> float | None:
+    return next(
+        (
+            e.t
+            for e in lab.timeline.since(after)
+            if e.kind == "event" and e.subject == subject and e.data.get("reason") == reason
+        ),
+        None,
+    )
+
+
+def _kdump_timeout(lab: Lab) -> int:
+    """The kdump level's wait: fence_kdump's 30 s default in production, 10 s in the lab."""
+    return 10 if lab.config.profile == "lab" else 30
+
+
+def kernel_crash(lab: Lab, result: ScenarioResult) -> None:
+    assert lab.dc is not None and lab.api is not None
+    victim = pick_host(lab)
+    result.victims = [victim]
+    host = lab.dc.hosts[victim]
+    agent = f"{victim}-kdump"
+    wait = _kdump_timeout(lab)
+    lab.api.create(
+        "FenceAgent",
+        lab.namespace,
+        {
+            "metadata": {"name": agent, "labels": {"app.kubernetes.io/part-of": "hafence-lab"}},
+            "spec": {
+                "hostRef": {"name": victim},
+                "type": "kdump",
+                "address": host.address,  # where its fence_kdump messages come from
+                "port": lab.kdump_port,
+                "order": 0,
+                "options": f"timeout={wait}",
+            },
+        },
+    )
+    try:
+        _kernel_crash(lab, result, victim, agent, wait)
+    finally:
+        try:
+            lab.api.delete("FenceAgent", lab.namespace, agent)
+        except NotFound:
+            pass
+
+
+def _kernel_crash(lab: Lab, result: ScenarioResult, victim: str, agent: str, wait: int) -> None:
+    assert lab.dc is not None and lab.api is not None
+    host = lab.dc.hosts[victim]
+    ha, pets = victim_vms(lab, [victim], result)
+    old_boot = host.boot_id
+    dumps, interrupted = host.dumps, host.dumps_interrupted
+    pol = lab.policy
+    # Long enough for the worst case to reach the kdump level and hear a message: lease
+    # expiry, the longest grace, the power check, the soft fence, the level's wait.  The
+    # dump ends earlier, a few messages after the proof (below): what is checked is what
+    # happens during the dump, and a reboot waited for costs every run.
+    dump = (
+        lab.config.agent_lease
+        + pol.connecting_grace_max
+        + FENCE_AGENT_TIMEOUT
+        + pol.soft_fence_timeout
+        + wait
+        + 5
+    )
+    # No configured wait in the soft-fence step: the BMC answers the power check at once
+    # (the chassis is on) and the soft fence fails at once (no sshd in a kdump initrd).
+    expiry = lab.lease_expiry(victim)
+    result.t0 = lab.timeline.fault(
+        victim,
+        f"kernel crash: agent and VMs die, fence_kdump messages from {host.address} for "
+        f"{dump:g}s, then a reboot",
+    )
+    lab.dc.crash_kernel(victim, ("127.0.0.1", lab.kdump_port), dump_seconds=dump)
+    allowed_detection(lab, result, expiry)
+    lab.wait_for(
+        f"HA VMs of {victim} ({', '.join(sorted(ha))}) running elsewhere",
+        lambda: recovered(lab, ha, result),
+        dump + 30,
+    )
+    proof = lab.wait_for(
+        f"{victim} proven off by its kdump messages",
+        lambda: _event_time(lab, victim, "KdumpDetected", result.t0),
+        dump + 30,
+    )
+    after = 3.0  # fence_kdump messages go on after the proof: nothing may interrupt them
+    lab.wait_for(
+        f"{after:g}s of dump after the proof",
+        lambda: time.monotonic() - proof > after or not host.kdump,
+        after + 30,
+    )
+    lab.dc.finish_dump(victim)
+    lab.wait_for(
+        f"{victim} back Up after its dump and reboot",
+        lambda: (
+            lab.dc is not None
+            and lab.dc.hosts[victim].boot_id != old_boot
+            and phase_seen(lab, victim, "Up", result.t0)
+        ),
+        dump + 60,
+    )
+    record_times(lab, result, ha)
+    power_actions(lab, result)
+    detected = _event_time(lab, victim, "KdumpDetected", result.t0)
+    if detected is not None:
+        result.times["kdump_detected"] = detected - result.t0
+    result.check(
+        f"the kdump level heard {victim}'s fence_kdump message (KdumpDetected)",
+        detected is not None,
+        f"events: {[e.text for e in lab.timeline.since(result.t0) if e.subject == victim][-5:]}",
+    )
+    result.check(
+        "no power action reached any BMC (the dump was never interrupted)",
+        not any(result.bmc_actions.values()),
+        f"{result.bmc_actions}",
+    )
+    result.check(
+        f"{victim} wrote its dump and rebooted by itself",
+        host.dumps == dumps + 1 and host.dumps_interrupted == interrupted,
+        f"dumps {host.dumps - dumps}, interrupted {host.dumps_interrupted - interrupted}",
+    )
+    proofs = [
+        ((o.get("status") or {}).get("proof") or {})
+        for o in lab.api.list("HostOutage", lab.namespace)["items"]
+        if ((o.get("spec") or {}).get("hostRef") or {}).get("name") == victim
+    ]
+    result.check(
+        f"{victim}'s HostOutage record names the kdump proof and {agent}",
+        any(p.get("type") == "kdump" and p.get("agent") == agent for p in proofs),
+        f"proofs: {proofs}",
+    )
+    no_early_start(lab, result, ha, detected, f"the kdump proof ({agent})")
+    check_common(lab, result, ha, pets)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -285,6 +427,12 @@ SCENARIOS: dict[str, Scenario] = {
             "a rack loses power, BMCs answer: its hosts are fenced",
             2 * RACK_SIZE + 1,
             rack_failure,
+        ),
+        Scenario(
+            "kernel-crash",
+            "a host's kernel crashes into kdump: its messages are proof, no power action",
+            2,
+            kernel_crash,
         ),
     )
 }

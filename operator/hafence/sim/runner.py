@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Iterable
 
 from hafence.api.confirmation import FenceConfirmationSpec, FenceConfirmationStatus
-from hafence.api.fenceagent import FenceAgentSpec
+from hafence.api.fenceagent import KDUMP_TYPES, FenceAgentSpec
 from hafence.api.host import HostSpec, HostStatus
 from hafence.api.lease import peer_check_window
 from hafence.api.vm import HAVirtualMachineSpec, HAVirtualMachineStatus, RuntimeStatus
@@ -18,7 +18,13 @@ from hafence.core.policy import Settings
 from hafence.sim.scenario import SETTINGS_KEYS, Command, Scenario, parse_scenario
 from hafence.sim.world import DEVICE_VERBS, HOST_VERBS, VHost, World
 
-SIM_DEFAULTS = {"lease": 10.0, "boot": 20.0, "ssh_timeout": 10.0, "crash_budget": 5.0}
+SIM_DEFAULTS = {
+    "lease": 10.0,
+    "boot": 20.0,
+    "ssh_timeout": 10.0,
+    "crash_budget": 5.0,
+    "kdump_interval": 10.0,  # fence_kdump_send's default
+}
 
 
 def _host_spec(h: VHost) -> HostSpec:
@@ -123,23 +129,21 @@ class Simulation:
                     self.now, name, spec, self.hosts[name].d.labels, self.host_status.get(name)
                 )
             )
-        for dev in self.devices.values():
-            self.feed(
-                m.FenceAgentObserved(
-                    self.now,
-                    dev.d.name,
-                    FenceAgentSpec.model_validate(
-                        {
-                            "hostRef": {"name": dev.d.host},
-                            "type": dev.d.type,
-                            "address": f"{dev.d.name}.mgmt",
-                            "order": dev.d.order,
-                            "credentialsSecretRef": {"name": "creds"},
-                            "timeoutSeconds": dev.d.timeout,
-                        }
-                    ),
-                )
-            )
+        for index, dev in enumerate(self.devices.values()):
+            fa: dict[str, object] = {
+                "hostRef": {"name": dev.d.host},
+                "type": dev.d.type,
+                "address": f"{dev.d.name}.mgmt",
+                "order": dev.d.order,
+                "credentialsSecretRef": {"name": "creds"},
+                "timeoutSeconds": dev.d.timeout,
+            }
+            if dev.d.type in KDUMP_TYPES:
+                # The address the host's kdump messages come from; `timeout=` is the wait.
+                fa["address"] = f"192.0.2.{index + 1}"
+                fa["options"] = f"timeout={dev.d.timeout}"
+                del fa["credentialsSecretRef"], fa["timeoutSeconds"]
+            self.feed(m.FenceAgentObserved(self.now, dev.d.name, FenceAgentSpec.model_validate(fa)))
         for name, vspec in self.vm_specs.items():
             status = self.vm_status.get(name)
             if status is not None:
@@ -203,6 +207,8 @@ class Simulation:
                 self._soft_fence(a)
             elif isinstance(a, m.RunFenceStep):
                 self._fence_step(a)
+            elif isinstance(a, m.WaitForKdump):
+                self._wait_for_kdump(a)
             elif isinstance(a, m.PlaceVM):
                 if a.previous_host not in (None, a.host):
                     self.violation(
@@ -275,6 +281,27 @@ class Simulation:
             results[ag], d = self.world.device(ag, a.operation)
             delay = max(delay, d)
         self.later(delay, m.FenceStepResult(0, a.host, a.op_id, results))
+
+    def _wait_for_kdump(self, a: m.WaitForKdump) -> None:
+        """The operator's listener: a message from the host at or after ``since``."""
+        self.log(
+            "op",
+            f"kdump {a.host} level {a.level}: wait {a.timeout:g}s for a fence_kdump "
+            f"message ({', '.join(a.agents)})",
+        )
+        h = self.hosts[a.host]
+        at = self.world.kdump_message(h, a.since, a.timeout, self.sim["kdump_interval"])
+        agent = a.agents[0] if a.agents else ""
+        if at is None:
+            self.later(
+                a.timeout,
+                m.KdumpResult(0, a.host, a.op_id, False, "", f"no message in {a.timeout:g}s"),
+            )
+        else:
+            self.later(
+                at - self.now,
+                m.KdumpResult(0, a.host, a.op_id, True, agent, f"fence_kdump message ({agent})"),
+            )
 
     # ------------------------------------------------------------ physics
 

@@ -33,7 +33,7 @@ SETTINGS_KEYS = {
     "margin": "self_fence_safety_margin",
     "failed_restarts": "max_failed_restarts",
 }
-SIM_KEYS = {"lease", "boot", "ssh_timeout", "crash_budget"}
+SIM_KEYS = {"lease", "boot", "ssh_timeout", "crash_budget", "kdump_interval"}
 COMMANDS = {
     "power-off": 1,
     "power-on": 1,
@@ -60,6 +60,7 @@ COMMANDS = {
     "confirm-if-off": 1,
     "heal": 0,
     "crashes-forever": 2,
+    "kernel-crash": 2,
     "stops-crashing": 1,
 }
 

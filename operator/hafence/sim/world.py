@@ -11,6 +11,11 @@ Physics kept deliberately simple and explicit:
   feeding window ends (lease + peer-check window; the peer check itself is not
   modelled); a host whose agent is dead or frozen is reset only by a declared watchdog
   device (the default; ``nodevice``: nothing resets it and its VMs run on);
+- a kernel crash (``kernel-crash HOST SECONDS``): the kernel panics into kdump, the
+  agent and the VMs die at once, the chassis stays on; the crash kernel sends a
+  fence_kdump message every ``kdump_interval`` seconds (the first at once) while it
+  writes the dump for SECONDS, then the host reboots (``boot`` seconds, a new boot
+  ID).  Power lost or a reset during the dump destroys it (``dump interrupted``);
 - a VM that "crashes forever" on a host keeps dying there: the agent spends its crash
   restart budget (``crash_budget`` seconds of virtual time) and then reports it Failed
   for that placement epoch, stopped, never started again under that epoch.
@@ -60,6 +65,9 @@ class VHost:
     last_ok_renew: float = 0.0
     ready: bool = True  # hosts start Up and swept: the scenario begins mid-life
     watchdog_done: bool = False
+    # A kernel crash: when the crash kernel started sending and until when it writes.
+    dump_start: float | None = None
+    dump_until: float | None = None
 
     @property
     def name(self) -> str:
@@ -76,6 +84,9 @@ class VHost:
     @property
     def armed(self) -> bool:
         return self.d.selffence is not None
+
+    def dumping(self, now: float) -> bool:
+        return self.dump_until is not None and self.powered and now < self.dump_until
 
     def os_alive(self) -> bool:
         return self.powered and self.booted and not self.frozen
@@ -112,6 +123,7 @@ HOST_VERBS = frozenset(
         "pause-agent",
         "freeze",
         "thaw",
+        "kernel-crash",
     }
 )
 DEVICE_VERBS = frozenset({"bmc-dead", "bmc-alive", "bmc-slow", "bmc-fail-off", "bmc-ok"})
@@ -169,8 +181,38 @@ class World:
 
     # ------------------------------------------------------------ physics
 
+    def _interrupt_dump(self, h: VHost, why: str) -> None:
+        if h.dump_until is not None and self.now < h.dump_until:
+            self.log("world", f"{h.name}: dump interrupted ({why})")
+        h.dump_start = h.dump_until = None
+
+    def kernel_crash(self, h: VHost, seconds: float) -> None:
+        if h.running:
+            self.log("world", f"{h.name}: kernel crash: VMs {sorted(h.running)} died with it")
+        h.running.clear()
+        h.booted = False
+        h.ready = False
+        h.dump_start, h.dump_until = self.now, self.now + seconds
+        h.boot_done_at = self.now + seconds + self.boot_seconds
+        self.log("world", f"{h.name}: crash kernel: dumping for {seconds:g}s, then reboot")
+
+    def kdump_message(
+        self, h: VHost, since: float, timeout: float, interval: float
+    ) -> float | None:
+        """When the first fence_kdump message at or after ``since`` arrives, if it does
+        within ``timeout`` (messages every ``interval`` seconds while dumping)."""
+        if h.dump_start is None or h.dump_until is None or not h.powered:
+            return None
+        k = max(0, -int(-(since - h.dump_start) // interval))  # ceil
+        at = h.dump_start + k * interval
+        if at < h.dump_until and at - since <= timeout:
+            return at
+        return None
+
     def power_changed(self, h: VHost, was: bool) -> None:
         if was and not h.powered:
+            self._interrupt_dump(h, "power lost")
+            h.frozen = False  # a hung kernel does not survive losing power
             h.running.clear()
             h.booted = False
             h.boot_done_at = None
@@ -182,6 +224,7 @@ class World:
             self.log("world", f"{h.name}: powered on, booting")
 
     def reset(self, h: VHost, why: str) -> None:
+        self._interrupt_dump(h, why)
         h.running.clear()
         h.booted = False
         h.frozen = False
@@ -198,6 +241,7 @@ class World:
                 and self.now >= h.boot_done_at
             ):
                 h.booted = True
+                h.dump_start = h.dump_until = None
                 h.boot_seq += 1
                 h.agent = True
                 h.paused_until = 0.0
@@ -313,6 +357,8 @@ class World:
             self.power_changed(h, was)
         elif verb == "reboot":
             self.reset(h, "rebooted")
+        elif verb == "kernel-crash":
+            self.kernel_crash(h, float(args[1]))
         elif verb in ("cut-network", "restore-network"):
             h.net = verb == "restore-network"
             h.ready = h.ready and not h.net  # reconnecting: S3 sweep before ready
