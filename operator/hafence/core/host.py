@@ -102,13 +102,20 @@ class HostMachine:
             rec.outage_id = f"{rec.name}-{int(start)}"
             rec.boot_id_at_outage = rec.boot_id
             grace = ctx.settings.grace(ctx.vm_count(rec.name))
+            asked = "power status asked now; " if ctx.levels(rec.name) else ""
+            unless = " unless the chassis is off" if asked else ""
             ctx.event(
                 rec.name,
                 "HostConnecting",
-                f"heartbeat lease expired; outage {rec.outage_id}; soft fencing "
-                f"after {grace:g}s of grace",
+                f"heartbeat lease expired; outage {rec.outage_id}; {asked}soft fencing "
+                f"after {grace:g}s of grace{unless}",
                 "Warning",
             )
+        elif name == "check_power":
+            # The power-off fast path (docs/architecture.md): asked while the grace runs,
+            # so a chassis that is off is known at once.  A status read disrupts nothing.
+            if ctx.levels(rec.name):
+                self._set_step(rec, "power-status", now)
         elif name == "end_outage":
             ctx.event(rec.name, "HostUp", f"heartbeat fresh, boot ID {rec.boot_id}")
             if rec.outage_id is not None:
@@ -127,10 +134,14 @@ class HostMachine:
                 ctx.event(rec.name, "HostReturnedWithoutReboot", msg, "Warning")
                 ctx.alert(f"HostReturnedWithoutReboot/{rec.name}", True, msg)
         elif name == "check_power_or_soft_fence":
-            if ctx.levels(rec.name):
-                self._set_step(rec, "power-status", now)
+            if rec.step == "power-status" and rec.step_pending:
+                return  # asked at lease expiry, no answer yet: that answer decides
+            if rec.step == "power-status" and rec.power_state == "off":
+                self.fire(rec, Trigger.POWER_OFF, now)  # e.g. restored from status
+            elif rec.step == "power-status" or not ctx.levels(rec.name):
+                self._soft_fence(rec, now)  # it said on, or nothing: a soft fence
             else:
-                self._soft_fence(rec, now)
+                self._set_step(rec, "power-status", now)  # agents added since: ask
         elif name == "soft_fence":
             self._soft_fence(rec, now)
         elif name == "note_reboot":
@@ -205,13 +216,20 @@ class HostMachine:
             self._level_failed(rec, now, "the level's fence agents are gone")
             return
         lv = levels[rec.level_index]
+        # The outage's power check asked this level and every agent said off: its
+        # devices answer, so a status step would only ask again.  Skipping it costs no
+        # safety: the proof is "off" sent, then verified off, as at any level.
+        known_off = rec.attempt == 1 and rec.level_index == 0 and rec.power_state == "off"
+        steps = "off, verify off, on (the power check said off)" if known_off else (
+            "status, off, verify off, on"
+        )
         self.ctx.event(
             rec.name,
             "FenceOperationStarted",
             f"attempt {rec.attempt}, level {rec.level_index + 1}/{len(levels)} "
-            f"(order {lv.order}: {', '.join(lv.agents)}): status, off, verify off, on",
+            f"(order {lv.order}: {', '.join(lv.agents)}): {steps}",
         )
-        self._set_step(rec, "status", now)
+        self._set_step(rec, "off" if known_off else "status", now)
 
     def _set_step(self, rec: HostRecord, step: str, now: float) -> None:
         rec.step = step
@@ -336,6 +354,19 @@ class HostMachine:
             return
         rec.power_state = ev.power
         rec.last_result = ev.power
+        if rec.phase is Phase.CONNECTING:
+            # The fast path: asked at lease expiry.  Only "off" from every agent of the
+            # level (fencing_plan.status_verdict) counts; "on" or no answer changes
+            # nothing: the grace runs on, then the soft fence (no answer is not off).
+            if ev.power == "off":
+                self.ctx.event(
+                    rec.name,
+                    "SoftFenceSkipped",
+                    "power status says off during the connecting grace: grace and soft "
+                    "fencing skipped, straight to fencing (off, verify off)",
+                )
+                self.fire(rec, Trigger.POWER_OFF, ev.now)
+            return
         if ev.power == "off":
             self.ctx.event(
                 rec.name,
