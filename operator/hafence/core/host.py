@@ -220,8 +220,10 @@ class HostMachine:
         # devices answer, so a status step would only ask again.  Skipping it costs no
         # safety: the proof is "off" sent, then verified off, as at any level.
         known_off = rec.attempt == 1 and rec.level_index == 0 and rec.power_state == "off"
-        steps = "off, verify off, on (the power check said off)" if known_off else (
-            "status, off, verify off, on"
+        steps = (
+            "off, verify off, on (the power check said off)"
+            if known_off
+            else ("status, off, verify off, on")
         )
         self.ctx.event(
             rec.name,
