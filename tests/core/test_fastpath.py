@@ -216,3 +216,45 @@ def test_no_check_for_a_host_without_power_management() -> None:
     assert "power status" not in connecting.message
     keep_alive(rig, LEASE + GRACE, ["h1"])
     assert last(rig, m.SoftFence) is not None
+
+
+def test_a_heartbeat_seen_while_off_is_verified_is_verified_again() -> None:
+    # Found by the fast-path property test: the BMC is slow, someone powers the host on
+    # after the verifying status read looked but before its "off" arrived; the host
+    # boots and renews.  That "off" is no proof of now: a second read is.
+    rig = _rig()
+    check = _expired(rig)
+    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "off"))
+    off = last(rig, m.RunFenceStep)
+    assert isinstance(off, m.RunFenceStep) and off.step == "off"
+    answer(rig, off, "off")
+    verify = last(rig, m.RunFenceStep)
+    assert isinstance(verify, m.RunFenceStep) and verify.step == "verify"
+    rig.lease("h1", rig.now + 1, boot="b2")  # booted again, renews
+    h1 = rig.engine.hosts["h1"]
+    assert h1.phase is Phase.FENCING and "HeartbeatDuringFence" in rig.reasons("h1")
+    answer(rig, verify, "off")  # the read taken before the power-on
+    assert not rig.of(m.ReleaseVMs) and "FenceVerifyRepeated" in rig.reasons("h1")
+    again = last(rig, m.RunFenceStep)
+    assert isinstance(again, m.RunFenceStep) and again.step == "verify" and again is not verify
+    answer(rig, again, "on")  # it runs: the level fails, the heartbeat counts
+    assert h1.phase is Phase.UP and rig.engine.vms["web"].host == "h1"
+    assert not rig.of(m.ReleaseVMs) and not rig.of(m.PlaceVM)
+
+
+def test_a_heartbeat_before_the_verify_was_asked_does_not_hold_the_proof() -> None:
+    # The race the no-abandon rule is for: a renewal seen after "off" was sent but
+    # before the verifying read was asked; that read says off: proof.
+    rig = _rig()
+    check = _expired(rig)
+    rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "off"))
+    off = last(rig, m.RunFenceStep)
+    assert isinstance(off, m.RunFenceStep)
+    rig.lease("h1", rig.now)  # renewed just before the off landed
+    rig.now += 1
+    answer(rig, off, "off")
+    verify = last(rig, m.RunFenceStep)
+    assert isinstance(verify, m.RunFenceStep) and verify.step == "verify"
+    rig.now += 1
+    answer(rig, verify, "off")
+    assert rig.engine.hosts["h1"].phase is Phase.REBOOTING and rig.of(m.ReleaseVMs)

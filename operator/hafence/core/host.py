@@ -440,6 +440,22 @@ class HostMachine:
             self._set_step(rec, "off", now)
         elif step == "off":
             self._set_step(rec, "verify", now)
+        elif (
+            rec.renewed_at is not None
+            and rec.step_since is not None
+            and rec.renewed_at > rec.step_since  # inputs carry strictly growing times
+        ):
+            # A renewal was observed after this status read was asked: the host may have
+            # been powered on (by hand, a power-restore policy) after the device looked,
+            # so "off" is no proof of now.  Ask again: a host that runs answers on, the
+            # level fails and its heartbeat counts; one still off is proven off.
+            self.ctx.event(
+                rec.name,
+                "FenceVerifyRepeated",
+                "heartbeat seen while off was being verified: verifying again",
+                "Warning",
+            )
+            self._set_step(rec, "verify", now)
         else:
             self.ctx.event(
                 rec.name,
