@@ -264,6 +264,8 @@ class HostMachine:
                 self.fire(rec, Trigger.POWER_ON, now)
                 return
             proxies = self.ctx.proxies(rec)
+            # The first level's agents (a level without a power state, such as kdump,
+            # would have to be passed over here).
             agents = levels[0].agents
             budget = deadlines.fence_budget(
                 settings, self.ctx.agent_refs(agents), "status", len(proxies)
