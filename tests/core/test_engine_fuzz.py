@@ -106,6 +106,9 @@ class World:
         self.leases: dict[str, m.LeaseObserved] = {}
         self.ops: dict[str, list[str]] = {h: [] for h in HOSTS}
         self.applied: list[str] = []
+        self.offs: set[tuple[str, str, int, int]] = (
+            set()
+        )  # "off" sent: host, outage, attempt, level
         for h in HOSTS:
             self.leases[h] = m.LeaseObserved(self.now, h, self.now, 10.0, "b1", None, True)
         self.start()
@@ -161,7 +164,15 @@ class World:
         e = self.engine
         for a in actions:
             if isinstance(a, m.CheckPower | m.SoftFence | m.RunFenceStep):
-                assert not e.hosts[a.host].lease_fresh(self.now), f"S5: {a}"
+                if isinstance(a, m.RunFenceStep) and a.step in ("verify", "on"):
+                    # Allowed on a fresh lease once "off" was sent at that level (the
+                    # no-abandon rule): neither disrupts anything.
+                    sent = (a.host, a.outage_id, a.attempt, a.level)
+                    assert sent in self.offs, f"{a.step} without an off: {a}"
+                else:
+                    assert not e.hosts[a.host].lease_fresh(self.now), f"S5: {a}"
+                if isinstance(a, m.RunFenceStep) and a.step == "off":
+                    self.offs.add((a.host, a.outage_id, a.attempt, a.level))
                 self.ops[a.host].append(a.op_id)
             if isinstance(a, m.PlaceVM):
                 assert a.previous_host in (None, a.host), f"S1: {a}"

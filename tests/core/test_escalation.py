@@ -24,13 +24,14 @@ def test_full_escalation_to_restart_elsewhere() -> None:
     keep_alive(rig, LEASE, ["h2", "h3"])
     h1 = rig.engine.hosts["h1"]
     assert h1.phase is Phase.CONNECTING and h1.outage_id == "h1-10"
-    keep_alive(rig, LEASE + 11, ["h2", "h3"])
-    assert h1.phase is Phase.CONNECTING  # grace = 10 + 1 per VM = 12
-    assert not rig.of(m.CheckPower)
-    keep_alive(rig, LEASE + 12, ["h2", "h3"])
+    # The power status is asked at once, in parallel with the grace (issue #13).
     check = last(rig, m.CheckPower)
     assert isinstance(check, m.CheckPower) and check.agents == ("h1-f0",)
     rig.feed(m.PowerStatusResult(rig.now, "h1", check.op_id, "on"))
+    keep_alive(rig, LEASE + 11, ["h2", "h3"])
+    assert h1.phase is Phase.CONNECTING  # grace = 10 + 1 per VM = 12
+    assert not rig.of(m.SoftFence)
+    keep_alive(rig, LEASE + 12, ["h2", "h3"])
     soft = last(rig, m.SoftFence)
     assert isinstance(soft, m.SoftFence)
     rig.feed(m.SoftFenceResult(rig.now, "h1", soft.op_id, True))

@@ -14,7 +14,7 @@ is fresh) and flags any breach as it happens; these tests generate the failures:
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hafence.sim import Simulation, parse_scenario
@@ -136,3 +136,123 @@ def test_concurrent_group_needs_every_pdu_off(failing: str, ipmi_dead: bool, at:
     else:
         assert any("(fence, outage host2" in line for line in released), explain(sim)
         assert any("level 2" in line and "off verified" in line for line in sim.lines)
+
+
+# ---------------------------------------------------------------- the power-off fast path
+
+FAST_SETUP = """\
+settings quiet=0 boot=2
+host host1 cluster=a ssh
+host host2 cluster=a ssh
+host host3 cluster=a ssh
+host host4 cluster=a ssh
+fence host1-ipmi host=host1
+fence host2-pdu-a host=host2 type=apc order=1
+fence host2-pdu-b host=host2 type=apc order=1
+fence host3-ipmi host=host3
+fence host4-ipmi host=host4
+vm v1 cluster=a prio=High on=host1
+vm v2 cluster=a prio=High on=host2
+vm v3 cluster=a prio=High on=host3
+vm v4 cluster=a on=host1 ha=no
+"""
+FAST_VICTIMS = ["host1", "host2"]
+FAST_DEVICES = ["host1-ipmi", "host2-pdu-a", "host2-pdu-b"]
+# Faults that race the check asked at lease expiry: the chassis cut and restored (a host
+# that boots again during its fence), agents that pause across their lease expiry,
+# BMCs that die, slow down or refuse "off", one outlet of the PDU pair switched off.
+fast_cmd = st.one_of(
+    # The chassis cut with its BMC answering, most often: that is what takes the path.
+    st.sampled_from(["power-off host1", "power-off host1", "power-off host2"]),
+    st.tuples(
+        st.sampled_from(
+            ["power-off", "power-on", "pull-power", "restore-power", "cut-network",
+             "restore-network", "kill-agent", "start-agent", "freeze", "thaw"]
+        ),
+        st.sampled_from(FAST_VICTIMS),
+    ).map(lambda t: f"{t[0]} {t[1]}"),
+    st.tuples(st.sampled_from(FAST_VICTIMS), st.integers(5, 20)).map(
+        lambda t: f"pause-agent {t[0]} {t[1]}"
+    ),
+    st.tuples(
+        st.sampled_from(["bmc-dead", "bmc-alive", "bmc-fail-off", "bmc-ok"]),
+        st.sampled_from(FAST_DEVICES),
+    ).map(lambda t: f"{t[0]} {t[1]}"),
+    st.tuples(st.sampled_from(FAST_DEVICES), st.integers(2, 15)).map(
+        lambda t: f"bmc-slow {t[0]} {t[1]}"
+    ),
+)  # fmt: skip
+FAST_HEAL = 120
+fast_timed = st.lists(st.tuples(st.integers(20, 60), fast_cmd), min_size=1, max_size=8)
+
+
+def fast_simulate(cmds: list[tuple[int, str]], heal: int | None = FAST_HEAL) -> Simulation:
+    text = FAST_SETUP + "".join(f"at {t} {c}\n" for t, c in sorted(cmds, key=lambda x: x[0]))
+    end = (heal or 60) + 150
+    if heal is not None:
+        text += f"at {heal} heal\n"
+    sim = Simulation(parse_scenario(text + f"run {end}\n"))
+    sim.run()
+    return sim
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fast_timed)
+# Found by this test: a slow BMC, the host powered on by hand after the verifying read
+# looked; it boots and renews before the stale "off" arrives (FenceVerifyRepeated).
+@example([(30, "power-off host1"), (30, "bmc-slow host1-ipmi 5"), (49, "power-on host1")])
+# A renewal after "off" was sent, before the verify (HeartbeatDuringFence, the fence
+# completes) and the host powered on again by hand during its fence.
+@example([(30, "power-off host1"), (30, "bmc-slow host1-ipmi 5"), (44, "power-on host1")])
+@example([(30, "power-off host1"), (39, "power-on host1")])
+def test_fast_path_races_never_break_s1_or_s5(cmds: list[tuple[int, str]]) -> None:
+    """S1 and S5 with the fast path in play: the simulator flags a release of a VM that
+    still runs, a VM on two powered hosts, and any power-status check, soft fence or
+    fence off/on sent while the host's lease is fresh -- here with chassis cuts, agent
+    pauses and BMC faults timed around the lease expiry where the check is asked."""
+    sim = fast_simulate(cmds)
+    assert sim.violations == [], explain(sim)
+    # Every fence proof was a verified off of that outage: a "(fence, outage X)" release
+    # follows an "off" and a "verify" of its host after the outage began.
+    for i, line in enumerate(sim.lines):
+        if "VMReleased" in line and "(fence, outage " in line:
+            host = line.split("(fence, outage ")[1].rsplit("-", 1)[0]
+            before = sim.lines[:i]
+            begun = max(
+                j for j, x in enumerate(before) if f"outage {host}-" in x and "HostConnecting" in x
+            )
+            ops = [x for x in before[begun:] if f"op             fence {host} level" in x]
+            assert any(" off " in x for x in ops) and any(" verify " in x for x in ops), explain(
+                sim
+            )
+    for name, st_ in sim.host_status.items():
+        assert st_.phase == "Up", f"{name} ended {st_.phase}\n" + explain(sim)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["host1", "host3"]), st.integers(20, 40), st.booleans())
+def test_chassis_off_with_a_bmc_that_answers_recovers_within_lease_and_round_trips(
+    victim: str, at: int, other_cut: bool
+) -> None:
+    """The figure the fast path is for: a chassis that loses power while its BMC (or both
+    PDUs) answer has its HA VM running elsewhere within the lease plus the device round
+    trips (check, off, verify: 1 s each here) and the agent's start -- no grace, no soft
+    fence -- even while another host of the cluster is cut off at the same time.  (A PDU
+    reports its outlet, not the chassis: for host2 it says on, and the slow path runs.)"""
+    cmds = [(at, f"power-off {victim}")]
+    if other_cut:
+        cmds.append((at, "cut-network host4"))
+    sim = fast_simulate(cmds, heal=None)
+    assert sim.violations == [], explain(sim)
+    vm = {"host1": "v1", "host3": "v3"}[victim]
+    running = [
+        int(line.split()[0])
+        for line in sim.lines
+        if f"vm/{vm} " in line and "-> Running@" in line and f"Running@{victim}" not in line
+    ]
+    assert running and running[0] <= at + 10 + 4 + 1, explain(sim)
+    assert not [x for x in sim.lines if f"soft-fence {victim}" in x], explain(sim)
+    assert any(
+        victim in x and "SoftFenceSkipped" in x and "during the connecting grace" in x
+        for x in sim.lines
+    ), explain(sim)

@@ -104,13 +104,20 @@ class HostMachine:
             rec.outage_id = f"{rec.name}-{int(start)}"
             rec.boot_id_at_outage = rec.boot_id
             grace = ctx.settings.grace(ctx.vm_count(rec.name))
+            asked = "power status asked now; " if fp.power_agents(ctx.levels(rec.name)) else ""
+            unless = " unless the chassis is off" if asked else ""
             ctx.event(
                 rec.name,
                 "HostConnecting",
-                f"heartbeat lease expired; outage {rec.outage_id}; soft fencing "
-                f"after {grace:g}s of grace",
+                f"heartbeat lease expired; outage {rec.outage_id}; {asked}soft fencing "
+                f"after {grace:g}s of grace{unless}",
                 "Warning",
             )
+        elif name == "check_power":
+            # The power-off fast path (docs/architecture.md): asked while the grace runs,
+            # so a chassis that is off is known at once.  A status read disrupts nothing.
+            if fp.power_agents(ctx.levels(rec.name)):
+                self._set_step(rec, "power-status", now)
         elif name == "end_outage":
             ctx.event(rec.name, "HostUp", f"heartbeat fresh, boot ID {rec.boot_id}")
             if rec.outage_id is not None:
@@ -129,10 +136,14 @@ class HostMachine:
                 ctx.event(rec.name, "HostReturnedWithoutReboot", msg, "Warning")
                 ctx.alert(f"HostReturnedWithoutReboot/{rec.name}", True, msg)
         elif name == "check_power_or_soft_fence":
-            if fp.power_agents(ctx.levels(rec.name)):
-                self._set_step(rec, "power-status", now)
+            if rec.step == "power-status" and rec.step_pending:
+                return  # asked at lease expiry, no answer yet: that answer decides
+            if rec.step == "power-status" and rec.power_state == "off":
+                self.fire(rec, Trigger.POWER_OFF, now)  # e.g. restored from status
+            elif rec.step == "power-status" or not fp.power_agents(ctx.levels(rec.name)):
+                self._soft_fence(rec, now)  # it said on, or nothing: a soft fence
             else:
-                self._soft_fence(rec, now)
+                self._set_step(rec, "power-status", now)  # agents added since: ask
         elif name == "soft_fence":
             self._soft_fence(rec, now)
         elif name == "note_reboot":
@@ -210,18 +221,29 @@ class HostMachine:
         if lv.kind == "mixed":
             self._level_failed(rec, now, fp.mixed_level_message(lv))
             return
-        what = (
-            "waiting for a fence_kdump message (no power action)"
-            if lv.kind == "kdump"
-            else "status, off, verify off, on"
+        # The outage's power check asked this level and every agent said off: its
+        # devices answer, so a status step would only ask again.  Skipping it costs no
+        # safety: the proof is "off" sent, then verified off, as at any level.
+        known_off = (
+            rec.attempt == 1
+            and rec.level_index == 0
+            and lv.kind == "power"
+            and rec.power_state == "off"
         )
+        if lv.kind == "kdump":
+            what = "waiting for a fence_kdump message (no power action)"
+        elif known_off:
+            what = "off, verify off, on (the power check said off)"
+        else:
+            what = "status, off, verify off, on"
         self.ctx.event(
             rec.name,
             "FenceOperationStarted",
             f"attempt {rec.attempt}, level {rec.level_index + 1}/{len(levels)} "
             f"(order {lv.order}: {', '.join(lv.agents)}): {what}",
         )
-        self._set_step(rec, "kdump" if lv.kind == "kdump" else "status", now)
+        first = "kdump" if lv.kind == "kdump" else "off" if known_off else "status"
+        self._set_step(rec, first, now)
 
     def _set_step(self, rec: HostRecord, step: str, now: float) -> None:
         rec.step = step
@@ -371,6 +393,19 @@ class HostMachine:
             return
         rec.power_state = ev.power
         rec.last_result = ev.power
+        if rec.phase is Phase.CONNECTING:
+            # The fast path: asked at lease expiry.  Only "off" from every agent of the
+            # level (fencing_plan.status_verdict) counts; "on" or no answer changes
+            # nothing: the grace runs on, then the soft fence (no answer is not off).
+            if ev.power == "off":
+                self.ctx.event(
+                    rec.name,
+                    "SoftFenceSkipped",
+                    "power status says off during the connecting grace: grace and soft "
+                    "fencing skipped, straight to fencing (off, verify off)",
+                )
+                self.fire(rec, Trigger.POWER_OFF, ev.now)
+            return
         if ev.power == "off":
             self.ctx.event(
                 rec.name,
@@ -441,6 +476,22 @@ class HostMachine:
         elif step == "status":
             self._set_step(rec, "off", now)
         elif step == "off":
+            self._set_step(rec, "verify", now)
+        elif (
+            rec.renewed_at is not None
+            and rec.step_since is not None
+            and rec.renewed_at > rec.step_since  # inputs carry strictly growing times
+        ):
+            # A renewal was observed after this status read was asked: the host may have
+            # been powered on (by hand, a power-restore policy) after the device looked,
+            # so "off" is no proof of now.  Ask again: a host that runs answers on, the
+            # level fails and its heartbeat counts; one still off is proven off.
+            self.ctx.event(
+                rec.name,
+                "FenceVerifyRepeated",
+                "heartbeat seen while off was being verified: verifying again",
+                "Warning",
+            )
             self._set_step(rec, "verify", now)
         else:
             self.ctx.event(

@@ -8,10 +8,15 @@ current phase is ignored by the machine (and counted as a bug by the tests).
 Effects are names, interpreted by ``host.py``/``engine.py``:
 
 - ``begin_outage``: remember the outage (ID, start, boot ID at start), event HostConnecting
+- ``check_power``: ask the first fence level for the power status at once, in parallel
+  with the connecting grace (the power-off fast path: a chassis that says off fires
+  ``power_off`` from Connecting; on or no answer changes nothing)
 - ``end_outage``: forget the outage, event HostUp
 - ``warn_if_same_boot``: a host proven off returned without a new boot ID (alert)
-- ``check_power_or_soft_fence``: power-status check first if the host has fence agents,
-  otherwise straight to the SSH soft fence (or to its failure when there is no SSH)
+- ``check_power_or_soft_fence``: the soft fence, once the power-status check asked at
+  lease expiry has answered on or nothing (still in flight: its answer decides; never
+  asked, e.g. fence agents added since: asked now); no fence agents: straight to the SSH
+  soft fence (or to its failure when there is no SSH)
 - ``soft_fence``: run the SSH soft fence (restarts the agent; never fence proof, S4)
 - ``vms_unknown``: the host's VMs become Unknown (they may still run)
 - ``vms_back``: the host's VMs are reconciled from their runtime again
@@ -57,7 +62,7 @@ class Trigger(StrEnum):
     HEARTBEAT_DURING_FENCE = "heartbeat_during_fence"
     LEASE_EXPIRED = "lease_expired"
     GRACE_OVER = "grace_over"
-    POWER_OFF = "power_off"  # power-status check said off: soft fencing skipped
+    POWER_OFF = "power_off"  # power-status check said off: grace and soft fencing skipped
     POWER_ON = "power_on"  # power-status check said on or unknown: soft fence it
     SOFT_FENCE_FAILED = "soft_fence_failed"
     SOFT_FENCE_TIMEOUT = "soft_fence_timeout"
@@ -102,8 +107,12 @@ NEEDS_PERSON_PHASES = frozenset({P.ISOLATED})
 
 def _rows() -> Iterable[Transition]:
     yield Transition(P.PENDING, T.HEARTBEAT, P.UP, ("end_outage",))
-    yield Transition(P.PENDING, T.LEASE_EXPIRED, P.CONNECTING, ("begin_outage",))
-    yield Transition(P.UP, T.LEASE_EXPIRED, P.CONNECTING, ("begin_outage",))
+    yield Transition(P.PENDING, T.LEASE_EXPIRED, P.CONNECTING, ("begin_outage", "check_power"))
+    yield Transition(P.UP, T.LEASE_EXPIRED, P.CONNECTING, ("begin_outage", "check_power"))
+    # The power-off fast path: a chassis its BMC says is off needs neither the rest of
+    # the grace nor a soft fence; it is fenced (off, verify off) like any other host, so
+    # the proof that releases its VMs is the same (docs/architecture.md).
+    yield Transition(P.CONNECTING, T.POWER_OFF, P.NON_RESPONSIVE, ("vms_unknown",))
     yield Transition(P.CONNECTING, T.GRACE_OVER, P.SOFT_FENCING, ("check_power_or_soft_fence",))
     yield Transition(P.SOFT_FENCING, T.POWER_ON, P.SOFT_FENCING, ("soft_fence",))
     for trig in (T.POWER_OFF, T.SOFT_FENCE_FAILED, T.SOFT_FENCE_TIMEOUT):
@@ -149,7 +158,9 @@ def _rows() -> Iterable[Transition]:
         if src is not P.MAINTENANCE:
             yield Transition(src, T.MAINTENANCE_ON, P.MAINTENANCE, ("abandon_ops",))
     yield Transition(P.MAINTENANCE, T.MAINTENANCE_OFF, P.UP, ("end_outage",))
-    yield Transition(P.MAINTENANCE, T.MAINTENANCE_OFF_EXPIRED, P.CONNECTING, ("begin_outage",))
+    yield Transition(
+        P.MAINTENANCE, T.MAINTENANCE_OFF_EXPIRED, P.CONNECTING, ("begin_outage", "check_power")
+    )
     yield Transition(P.MAINTENANCE, T.MAINTENANCE_OFF_NO_LEASE, P.PENDING)
 
 

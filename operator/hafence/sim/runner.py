@@ -270,8 +270,11 @@ class Simulation:
             )
 
     def _fence_step(self, a: m.RunFenceStep) -> None:
-        if a.operation != "status":
+        if a.operation == "off":
+            # S5 is about "off" (and the soft fence): "on" after a verified off may go to
+            # a host whose lease is fresh (the no-abandon rule, docs/architecture.md).
             self._s5_check(a.host, f"fence {a.operation}")
+        if a.operation != "status":
             self.fences_issued.append((self.now, a.host, a.operation))
         via = a.proxies[0] if a.proxies else "-"
         self.log("op", f"fence {a.host} level {a.level} {a.step} via {via}: {', '.join(a.agents)}")
