@@ -273,7 +273,7 @@ def test_the_agent_reports_a_refused_domain_in_the_vm_status(
     import libvirt
 
     make_host(api, namespace, "h1")
-    start_agent(
+    agent = start_agent(
         "h1", namespace, "--libvirt-uri", libvirt_daemon.uri, "--libvirt-image-dir", str(images)
     )
     hostile = xml_of(HOSTILE[0][1], "hafence-evil", images)  # the host's own disk
@@ -282,11 +282,18 @@ def test_the_agent_reports_a_refused_domain_in_the_vm_status(
     make_vm(api, namespace, "fine", libvirt=(libvirt_daemon.uri, domain_xml("hafence-fine", disk)))
     place(api, namespace, "evil", "h1", 1)
     place(api, namespace, "fine", "h1", 1)
-    rt_ = wait_for(
-        lambda: (r := runtime(api, namespace, "evil")).get("state") == "Failed" and r,
-        what="the hostile VM Failed",
+    try:
+        rt_ = wait_for(
+            lambda: (r := runtime(api, namespace, "evil")).get("state") == "Failed" and r,
+            what="the hostile VM Failed",
+            timeout=60,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{agent.log_text()}") from None
+    assert f"{FIELD}: <domain type='qemu'><devices><disk type='block'>" in rt_["message"], (
+        rt_,
+        agent.log_text(),
     )
-    assert f"{FIELD}: <domain type='qemu'><devices><disk type='block'>" in rt_["message"], rt_
     wait_for(lambda: runtime(api, namespace, "fine").get("state") == "Running", what="Running")
     conn = libvirt.open(libvirt_daemon.uri)
     try:
