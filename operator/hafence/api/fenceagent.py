@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from hafence.api.base import (
     CONDITIONS_EXTRA,
@@ -98,7 +98,9 @@ class FenceAgentSpec(Model):
         "or any fence_* agent.",
     )
     address: Address = Field(description="The device's host name, IPv4 or IPv6 address.")
-    port: int | None = Field(default=None, ge=1, le=65535, description="TCP/UDP port.")
+    # Strict, as the CRD's integer type is: the API server refuses "623" in quotes, so
+    # the model must too (what the API accepts, the runtime accepts, and the reverse).
+    port: StrictInt | None = Field(default=None, ge=1, le=65535, description="TCP/UDP port.")
     plug: Plug | None = Field(
         default=None,
         description="Outlet, blade slot or VM name on the device (oVirt's port/slot).",
