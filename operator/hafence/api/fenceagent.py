@@ -16,7 +16,7 @@ from hafence.api.base import (
     PrinterColumn,
     cel,
 )
-from hafence.api.grammar import Address, OptionsText, Plug, quoted
+from hafence.api.grammar import Address, OptionsText, Plug, quoted, redfish_plug_rule
 from hafence.api.host import PowerState
 
 # oVirt's power-management type names.  Any `fence_*` agent of Debian's
@@ -78,6 +78,7 @@ class FenceAgentSpec(Model):
                     fieldPath=".credentialsSecretRef",
                     reason="FieldValueRequired",
                 ),
+                redfish_plug_rule(),
             ]
         }
     }

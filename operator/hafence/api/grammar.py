@@ -484,3 +484,28 @@ DomainXMLText = Annotated[
     ),
     _checked(domain_xml_error),
 ]
+
+
+# --- Redfish: the one system of a service's Systems collection ---------------------------
+
+REDFISH_SYSTEMS = "/redfish/v1/Systems/"
+# One id (at least one character that is not a dot: no way up), a trailing '/' as some
+# BMCs list it; as an id alone or as the full path.
+REDFISH_SYSTEM_ID = r"[A-Za-z0-9_.:@+-]*[A-Za-z0-9_:@+-][A-Za-z0-9_.:@+-]*/?"
+REDFISH_SYSTEM = rf"(?:{REDFISH_SYSTEMS})?{REDFISH_SYSTEM_ID}"
+REDFISH_TYPES = ("redfish", "fence_redfish")
+MSG_REDFISH_SYSTEM = (
+    f"is not a Redfish system: give its id or {REDFISH_SYSTEMS}ID, e.g. 1 or "
+    f"{REDFISH_SYSTEMS}System.Embedded.1"
+)
+
+
+def redfish_plug_rule() -> dict[str, Any]:
+    types = ", ".join(cel_str(t) for t in REDFISH_TYPES)
+    return cel(
+        f"!has(self.plug) || !(self.type in [{types}])"
+        f" || self.plug.matches({_cel_re(REDFISH_SYSTEM)})",
+        f"plug {MSG_REDFISH_SYSTEM}",
+        messageExpression=quoted("plug", "self.plug", MSG_REDFISH_SYSTEM),
+        fieldPath=".plug",
+    )
