@@ -235,6 +235,16 @@ def test_an_emulator_of_ones_own_never_runs(
     with pytest.raises(DomainRefused, match="<emulator>"):
         driver.start("ns/hostile-emulator", 1, rt(libvirt_daemon.uri, xml))
     assert not marker.exists()
+    # The threat is real: defined directly, libvirt runs the script (and then fails).
+    import libvirt
+
+    conn = libvirt.open(libvirt_daemon.uri)
+    try:
+        with pytest.raises(libvirt.libvirtError):
+            conn.defineXML(xml)
+    finally:
+        conn.close()
+    assert marker.exists()
 
 
 @libvirt_only
