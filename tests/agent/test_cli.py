@@ -18,6 +18,11 @@ from hafence.agent.main import main
         (["--boot-id-file", "/nonexistent/boot_id"], "--boot-id-file: cannot read"),
         (["--restart-backoff", "0"], "--restart-backoff 0.0"),
         (["--log-level", "LOUD"], "--log-level 'LOUD'"),
+        (["--libvirt-image-dir", "images"], "--libvirt-image-dir 'images' is not an absolute"),
+        (
+            ["--libvirt-image-dir", "/nonexistent/images"],
+            "--libvirt-image-dir '/nonexistent/images'",
+        ),
         (["--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig '/nonexistent/kubeconfig'"),
     ],
 )

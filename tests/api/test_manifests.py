@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from hafence.agent.domain_policy import DomainPolicy, parse
 from hafence.api import KINDS
 from hafence.fencing.drivers import build_driver
 from hafence.fencing.errors import Unsupported
@@ -83,15 +84,18 @@ def test_what_the_api_accepts_the_runtime_accepts() -> None:
         spec = MODELS[doc["kind"]].model_validate(doc["spec"])
         if doc["kind"] == "FenceAgent":
             build_driver(spec, Credentials("u", "p"))  # type: ignore[arg-type]
+        lv = spec.runtime.libvirt if doc["kind"] == "HAVirtualMachine" else None  # type: ignore[attr-defined]
+        if lv is not None and lv.domain_xml is not None:
+            # The agent's default policy, with libvirt's default image directory.
+            DomainPolicy((Path("/var/lib/libvirt/images"),)).check(parse(lv.domain_xml))
 
 
 def test_what_the_runtime_refuses_the_api_refuses() -> None:
     # Every bad manifest fails the runtime models too (the API server's verdict is
     # checked above); where the runtime refuses a field, so does the CRD.
     # Cross-field CEL rules the runtime meets elsewhere (a missing Secret is a
-    # ConfigError when read; a blank reason is never applied), and a port in quotes,
-    # which the runtime reads as the number it spells.
-    api_only = {"agent-no-credentials", "confirm-blank-reason", "agent-port-string"}
+    # ConfigError when read; a blank reason is never applied).
+    api_only = {"agent-no-credentials", "confirm-blank-reason"}
     for _path, doc in _docs("bad"):
         if doc["metadata"]["name"] in api_only:
             continue

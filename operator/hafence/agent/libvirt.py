@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from hafence.agent.domain_policy import DomainPolicy, parse
 from hafence.agent.drivers import (
     DOMAIN_UUID,
     RUNNING,
@@ -122,10 +123,7 @@ def domain_name(domain_xml: str) -> str:
 
 
 def _parse(domain_xml: str) -> ET.Element:
-    try:
-        root = ET.fromstring(domain_xml)
-    except ET.ParseError as exc:
-        raise StartError(f"spec.runtime.libvirt.domainXML is not XML: {exc}") from None
+    root = parse(domain_xml)  # no DTD: what is checked is what libvirt reads
     if root.tag != "domain" or not (root.findtext("name") or "").strip():
         raise StartError("spec.runtime.libvirt.domainXML needs a <domain> with a <name>")
     return root
@@ -236,8 +234,10 @@ class LibvirtDriver:
         aliases: dict[str, str] | None = None,
         timeout: float = 10.0,
         on_event: Callable[[], None] | None = None,
+        policy: DomainPolicy | None = None,
     ) -> None:
         self.host = host
+        self.policy = policy or DomainPolicy()  # what a spec's domainXML may hold
         # A spec's URI -> this host's (libvirt's own uri_aliases, per agent: the lab's
         # virtual hosts share one /etc/libvirt but each has a daemon of its own).
         self.aliases = dict(aliases or {})
@@ -305,6 +305,9 @@ class LibvirtDriver:
         if lv is None:
             raise StartError("spec.runtime.libvirt is missing for driver 'libvirt'")
         field = "domainXML" if lv.domain_xml is not None else "domainName"
+        self.policy.check_uri(lv.uri)
+        if lv.domain_xml is not None:
+            self.policy.check(_parse(lv.domain_xml))  # refused: never defined
         uri = self.resolve(lv.uri)
         namespace, _, name = key.partition("/")
         mark = Mark(namespace, name, self.host, epoch)
@@ -479,7 +482,9 @@ class LibvirtDriver:
         with self._lock:
             uris += list(self._conns)
         uris += [
-            self.resolve(rt.libvirt.uri) for rt in runtimes if rt.driver == "libvirt" and rt.libvirt
+            self.resolve(rt.libvirt.uri)
+            for rt in runtimes
+            if rt.driver == "libvirt" and rt.libvirt and self.policy.uri_ok(rt.libvirt.uri)
         ]
         found: list[LocalVM] = []
         for uri in dict.fromkeys(uris):

@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from hafence.agent.domain_policy import DomainPolicy
 from hafence.agent.drivers import Driver
 from hafence.agent.heartbeat import BOOT_ID_PATH, read_boot_id
 from hafence.agent.libvirt import LibvirtDriver
@@ -113,6 +114,22 @@ def parser() -> argparse.ArgumentParser:
         "per agent: the lab's virtual hosts each have a daemon of their own)",
     )
     p.add_argument(
+        "--libvirt-image-dir",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a directory whose files a VM's domainXML may use as disk images, firmware "
+        "variables and kernels (repeatable); without one, only diskless domains",
+    )
+    p.add_argument(
+        "--libvirt-unrestricted-domain-xml",
+        action="store_true",
+        help="define any domainXML a VM gives: host devices, host paths, qemu arguments "
+        "(root on this host for whoever may write an HAVirtualMachine).  Off unless "
+        "given: the agent defines only a safe subset (docs/deploy.md, Security notes)",
+    )
+    p.add_argument(
         "--libvirt-timeout",
         type=float,
         default=10.0,
@@ -189,6 +206,11 @@ def _check(args: argparse.Namespace) -> str:
                 f"--libvirt-uri-alias {alias!r}: expected SPEC_URI=URI, e.g. "
                 "qemu:///session=qemu+unix:///session?socket=/run/h1/libvirt-sock"
             )
+    for d in args.libvirt_image_dir:
+        if not d.is_absolute() or not d.is_dir():
+            raise AgentError(
+                f"--libvirt-image-dir {str(d)!r} is not an absolute path of a directory"
+            )
     if args.restart_limit < 0:
         raise AgentError(f"--restart-limit {args.restart_limit!r} must not be negative")
     try:
@@ -260,6 +282,9 @@ def main(argv: list[str]) -> int:
             uris=args.libvirt_uri,
             aliases={a.partition("=")[0]: a.partition("=")[2] for a in args.libvirt_uri_alias},
             timeout=args.libvirt_timeout,
+            policy=DomainPolicy(
+                tuple(args.libvirt_image_dir), unrestricted=args.libvirt_unrestricted_domain_xml
+            ),
         ),
     }
     if args.enable_process_driver:

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from hafence.api.base import (
     CONDITIONS_EXTRA,
@@ -17,7 +17,16 @@ from hafence.api.base import (
     PrinterColumn,
     cel,
 )
-from hafence.api.grammar import IPV4, IPV6, Address, OptionsText, Plug, cel_str, quoted
+from hafence.api.grammar import (
+    IPV4,
+    IPV6,
+    Address,
+    OptionsText,
+    Plug,
+    cel_str,
+    quoted,
+    redfish_plug_rule,
+)
 from hafence.api.host import PowerState
 
 # oVirt's power-management type names.  Any `fence_*` agent of Debian's
@@ -118,6 +127,7 @@ class FenceAgentSpec(Model):
                     f"{DEFAULT_KDUMP_TIMEOUT})",
                     fieldPath=".options",
                 ),
+                redfish_plug_rule(),
             ]
         }
     }
@@ -138,7 +148,9 @@ class FenceAgentSpec(Model):
         "or any fence_* agent.",
     )
     address: Address = Field(description="The device's host name, IPv4 or IPv6 address.")
-    port: int | None = Field(default=None, ge=1, le=65535, description="TCP/UDP port.")
+    # Strict, as the CRD's integer type is: the API server refuses "623" in quotes, so
+    # the model must too (what the API accepts, the runtime accepts, and the reverse).
+    port: StrictInt | None = Field(default=None, ge=1, le=65535, description="TCP/UDP port.")
     plug: Plug | None = Field(
         default=None,
         description="Outlet, blade slot or VM name on the device (oVirt's port/slot).",

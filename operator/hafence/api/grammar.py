@@ -419,3 +419,93 @@ HostKeyLine = Annotated[
     Field(max_length=8192, json_schema_extra=_extra(host_key_rules())),
     _checked(host_key_error),
 ]
+
+
+# --- libvirt: where a VM's domain lives, and what its XML may be ------------------------
+
+# A host agent runs its VMs on its own host: a local qemu daemon only.  A remote URI
+# would run the VM elsewhere than its placement says (S1), and libvirt's ext and ssh
+# transports run a program named in the URI itself (``?command=``, ``?netcat=``).
+LIBVIRT_URI = r"qemu(?:\+unix)?:///(?:system|session)(?:\?socket=/[A-Za-z0-9._/-]+)?"
+MSG_LIBVIRT_URI = (
+    "is not a local qemu daemon: qemu:///system, qemu:///session or "
+    "qemu+unix:///system?socket=/PATH (a host agent runs VMs on its own host only)"
+)
+libvirt_uri_error, libvirt_uri_rules = _one_regex("uri", LIBVIRT_URI, MSG_LIBVIRT_URI)
+
+# A production domain definition is a few KiB; the cap keeps objects (and the agent's
+# parse) small.  CEL cannot parse XML: the agent checks the elements (agent/domain_policy.py),
+# the API refuses early what is never right.
+DOMAIN_XML_MAX = 65536
+# What an XML DTD can declare: entities (expanded by one parser and not another) and
+# default attributes (a <disk> whose type the text never shows).
+_DTD_RE = r"<!(?:DOCTYPE|ENTITY|ATTLIST|ELEMENT)"
+MSG_DOMAIN_XML_DTD = (
+    "domainXML carries a DOCTYPE or an entity/attribute declaration: the agent refuses "
+    "DTDs; give the <domain> element without one"
+)
+MSG_DOMAIN_XML_ROOT = (
+    "domainXML is not a libvirt domain definition: it must start with <domain "
+    "(an <?xml ...?> declaration may come first), as `virsh dumpxml --inactive` prints"
+)
+_DOMAIN_ROOT_RE = r"^\s*(?:<\?xml[^>]*\?>\s*)?<domain[\s>]"  # a prefix
+
+
+def domain_xml_error(value: str) -> str | None:
+    if re.search(_DTD_RE, value):
+        return MSG_DOMAIN_XML_DTD
+    if not re.match(_DOMAIN_ROOT_RE, value):
+        return MSG_DOMAIN_XML_ROOT
+    return None
+
+
+def domain_xml_rules() -> list[dict[str, Any]]:
+    return [
+        cel(f"!self.matches(r'{_DTD_RE}')", MSG_DOMAIN_XML_DTD),
+        cel(f"self.matches(r'{_DOMAIN_ROOT_RE}')", MSG_DOMAIN_XML_ROOT),
+    ]
+
+
+LibvirtURI = Annotated[
+    str,
+    Field(min_length=1, max_length=253, json_schema_extra=_extra(libvirt_uri_rules())),
+    _checked(libvirt_uri_error),
+]
+DomainXMLText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=DOMAIN_XML_MAX,
+        json_schema_extra=_extra(domain_xml_rules()),
+        description="A libvirt <domain> definition.  The agent defines only a safe subset "
+        "(file disks under its image directories, network/bridge interfaces, pty "
+        "consoles; no host devices, host paths or qemu arguments) unless started with "
+        "--libvirt-unrestricted-domain-xml; see docs/deploy.md, Security notes.",
+    ),
+    _checked(domain_xml_error),
+]
+
+
+# --- Redfish: the one system of a service's Systems collection ---------------------------
+
+REDFISH_SYSTEMS = "/redfish/v1/Systems/"
+# One id (at least one character that is not a dot: no way up), a trailing '/' as some
+# BMCs list it; as an id alone or as the full path.
+REDFISH_SYSTEM_ID = r"[A-Za-z0-9_.:@+-]*[A-Za-z0-9_:@+-][A-Za-z0-9_.:@+-]*/?"
+REDFISH_SYSTEM = rf"(?:{REDFISH_SYSTEMS})?{REDFISH_SYSTEM_ID}"
+REDFISH_TYPES = ("redfish", "fence_redfish")
+MSG_REDFISH_SYSTEM = (
+    f"is not a Redfish system: give its id or {REDFISH_SYSTEMS}ID, e.g. 1 or "
+    f"{REDFISH_SYSTEMS}System.Embedded.1"
+)
+
+
+def redfish_plug_rule() -> dict[str, Any]:
+    types = ", ".join(cel_str(t) for t in REDFISH_TYPES)
+    return cel(
+        f"!has(self.plug) || !(self.type in [{types}])"
+        f" || self.plug.matches({_cel_re(REDFISH_SYSTEM)})",
+        f"plug {MSG_REDFISH_SYSTEM}",
+        messageExpression=quoted("plug", "self.plug", MSG_REDFISH_SYSTEM),
+        fieldPath=".plug",
+    )

@@ -26,7 +26,7 @@ from hafence.api.base import (
     PrinterColumn,
     cel,
 )
-from hafence.api.grammar import ClusterName
+from hafence.api.grammar import ClusterName, DomainXMLText, LibvirtURI
 
 VMPhase = Literal["Pending", "Scheduled", "Running", "Unknown", "Down", "Failed"]
 Priority = Literal["High", "Medium", "Low"]
@@ -68,9 +68,14 @@ class LibvirtRuntime(Model):
             ]
         }
     }
-    uri: str = Field(default="qemu:///system", min_length=1)
-    domain_name: str | None = Field(default=None, min_length=1)
-    domain_xml: str | None = Field(default=None, min_length=1, alias="domainXML")
+    uri: LibvirtURI = "qemu:///system"
+    domain_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A domain an administrator defined on every host; hafence starts, "
+        "stops and marks it, and never checks its XML.",
+    )
+    domain_xml: DomainXMLText | None = Field(default=None, alias="domainXML")
 
 
 class ProcessRuntime(Model):

@@ -7,6 +7,7 @@ always runs on the proxy host over SSH (the BMC network is reachable only from t
 
 from __future__ import annotations
 
+from hafence.api import grammar
 from hafence.api.fenceagent import KDUMP_TYPES, FenceAgentSpec
 from hafence.fencing.agent_types import KNOWN_BROKEN
 from hafence.fencing.errors import Unsupported
@@ -15,6 +16,30 @@ from hafence.fencing.ipmi import IpmiDriver
 from hafence.fencing.metadata import check_options
 from hafence.fencing.options import agent_type, effective_options
 from hafence.fencing.protocol import Credentials, DriverSettings, FenceDriver, SSHTarget
+
+
+def redfish_system(plug: str | None, opts: dict[str, str]) -> str | None:
+    """The path of the one system a Redfish FenceAgent names (spec.plug, as an id or a
+    path, or ``systems_uri`` in options), the same for the native driver and for
+    fence_redfish; None if it names none.  Unsupported if it names two, or a path
+    outside the Systems collection."""
+    named: dict[str, str] = {}  # without a trailing slash -> as given
+    for where, value in (
+        ("spec.plug", plug),
+        ("options systems_uri", opts.pop("systems_uri", None)),
+    ):
+        if value is None:
+            continue
+        if not grammar.matches(grammar.REDFISH_SYSTEM, value):
+            raise Unsupported(f"{where} {value!r} {grammar.MSG_REDFISH_SYSTEM}")
+        path = value if value.startswith("/") else grammar.REDFISH_SYSTEMS + value
+        named.setdefault(path.rstrip("/"), path)
+    if len(named) > 1:
+        raise Unsupported(
+            f"spec.plug and options systems_uri names two systems ({', '.join(named)}): "
+            "give one of them"
+        )
+    return next(iter(named.values()), None)
 
 
 def build_driver(
@@ -63,7 +88,8 @@ def build_driver(
 
         if credentials is None:
             raise Unsupported(f"{settings.name}: Redfish needs credentials")
-        return RedfishDriver(settings, spec.address, port, credentials, opts, system=spec.plug)
+        system = redfish_system(spec.plug, opts)
+        return RedfishDriver(settings, spec.address, port, credentials, opts, system=system)
     runner = None
     if proxy is not None:
         from hafence.fencing.ssh import proxy_runner
@@ -75,17 +101,15 @@ def build_driver(
     plug = spec.plug
     if kind.native == "redfish":
         # fence_redfish ignores plug and, without systems_uri, acts on the last system
-        # it lists: name the declared one, as the native driver does.
-        if plug is not None:
-            opts.setdefault(
-                "systems_uri", plug if plug.startswith("/") else f"/redfish/v1/Systems/{plug}"
-            )
-            plug = None
-        if "systems_uri" not in opts:
+        # it lists: name the declared one, the one the native driver would act on.
+        system = redfish_system(plug, opts)
+        if system is None:
             raise Unsupported(
                 f"{settings.name}: Redfish through fence_redfish needs the system: set "
                 "spec.plug (a system id or /redfish/v1/Systems/...) or systems_uri in options"
             )
+        opts["systems_uri"] = system
+        plug = None
     # Only what the agent knows reaches it; the rest is reported (fencing.metadata).
     opts = check_options(kind.fence_agent, opts, spec.address).options
     if runner is None:

@@ -370,7 +370,14 @@ class Datacenter:
         if host.libvirtd is None:
             return []
         uri = host.libvirtd.uri
-        return ["--libvirt-uri", uri, "--libvirt-uri-alias", f"{LAB_LIBVIRT_URI}={uri}"]
+        return [
+            "--libvirt-uri",
+            uri,
+            "--libvirt-uri-alias",
+            f"{LAB_LIBVIRT_URI}={uri}",
+            "--libvirt-image-dir",  # the VMs' disks: the only host files a domain may use
+            str(self.shared),
+        ]
 
     def _start_agent(self, host: VirtualHost, *, new_boot: bool) -> None:
         if new_boot:

@@ -6,13 +6,17 @@ emulator's own Werkzeug server, which closes the connection after every response
 real BMCs keep HTTP/1.1 connections alive, and the driver's one connection per
 operation is tested against that.  The fake driver applies a power change 1-11 s
 after the request (random, like slow hardware); ``power_delay`` fixes that delay so
-tests and benchmarks are repeatable (``None`` keeps the emulator's own).
+tests and benchmarks are repeatable (``None`` keeps the emulator's own).  ``systems``
+puts more than one system behind the service, as a chassis manager or a multi-node
+enclosure does.  Each emulator keeps its power states to itself (see start()).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import ssl
@@ -35,6 +39,12 @@ from hafence.lab.ports import free_port
 from hafence.lab.processes import stop_process_group
 
 SYSTEM_UUID = "27946b59-9e44-4fa7-8e91-f3527a1ef094"
+# More systems behind the same BMC (a chassis manager, a multi-node enclosure): the
+# wrong one must never be acted on.
+OTHER_SYSTEM_UUIDS = (
+    "5b2a9c0e-6f3d-4b1e-9a57-0c8e2d4f6a11",
+    "9e4d1f7a-2c6b-4e3a-8d95-b1f0c7a3e522",
+)
 
 _LAUNCHER = """
 import random, sys
@@ -104,7 +114,11 @@ class RedfishEmulator:
         power: str = "On",
         power_delay: int | None = 0,
         port: int | None = None,
+        systems: int = 1,
     ) -> None:
+        if not 1 <= systems <= 1 + len(OTHER_SYSTEM_UUIDS):
+            raise ValueError(f"systems={systems}: 1 to {1 + len(OTHER_SYSTEM_UUIDS)}")
+        self.system_ids = [SYSTEM_UUID, *OTHER_SYSTEM_UUIDS][:systems]
         self.username = username
         self._password = password
         self.power = power
@@ -123,6 +137,16 @@ class RedfishEmulator:
     def system_path(self) -> str:
         return f"/redfish/v1/Systems/{SYSTEM_UUID}"
 
+    def power_state(self, system_id: str) -> str:
+        """The emulator's own PowerState of a system ("On", "Off"), read over HTTPS."""
+        request = urllib.request.Request(f"{self.url}/redfish/v1/Systems/{system_id}")
+        token = base64.b64encode(f"{self.username}:{self._password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        context = ssl.create_default_context(cafile=str(self.cert))
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            state: str = json.load(response)["PowerState"]
+            return state
+
     def start(self, timeout: float = 20.0) -> RedfishEmulator:
         self_signed(self.cert, self.key)
         htpasswd = self.dir / "htpasswd"
@@ -131,12 +155,13 @@ class RedfishEmulator:
         config = self.dir / "emulator.conf"
         systems = [
             {
-                "uuid": SYSTEM_UUID,
-                "name": "host",
+                "uuid": uuid,
+                "name": "host" if i == 0 else f"host{i + 1}",
                 "power_state": self.power,
                 "external_notifier": False,
                 "nics": [],
             }
+            for i, uuid in enumerate(self.system_ids)
         ]
         config.write_text(
             f"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n"
@@ -145,6 +170,10 @@ class RedfishEmulator:
             f"SUSHY_EMULATOR_SSL_KEY = {str(self.key)!r}\n"
             f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}\n"
             f"SUSHY_EMULATOR_FAKE_DRIVER = True\n"
+            # Power states live in this emulator's own directory: by default every
+            # emulator on the machine shares /tmp/sushy-emulator/fakedriver.sqlite, so one
+            # emulator's "off" is another's (same system UUIDs), across tests and runs.
+            f"SUSHY_EMULATOR_STATE_DIR = {str(self.dir / 'state')!r}\n"
             f"SUSHY_EMULATOR_FAKE_SYSTEMS = {systems!r}\n"
             f"EXTERNAL_NOTIFICATION_URL = 'http://127.0.0.1:9'\n"
         )
