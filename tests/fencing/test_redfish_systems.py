@@ -20,8 +20,10 @@ from hafence.fencing.fence_agents import FenceAgentDriver
 from hafence.fencing.protocol import Credentials, FenceDriver
 from hafence.lab.redfish import RedfishEmulator
 from hafence.lab.sshd import Sshd
+from hafence.lab.targets import fence_agent_spec as spec
+from hafence.lab.targets import ssh_target
 
-from .conftest import PASSWORD, USER, spec, ssh_target
+from .conftest import PASSWORD, USER
 
 
 @pytest.fixture(scope="module")
