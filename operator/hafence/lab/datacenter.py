@@ -255,7 +255,7 @@ class Datacenter:
             )
             if self.vm_driver == "libvirt":
                 hdir.chmod(0o755)  # the daemon runs as nobody
-                host.libvirtd = Libvirtd(hdir / "libvirt")
+                host.libvirtd = Libvirtd(hdir / "libvirt", caps_seed=self.workdir / "libvirt-caps")
             host.bin_dir.mkdir()
             host.state_dir.mkdir()
             host.peer_port = free_port()
@@ -388,6 +388,14 @@ class Datacenter:
             )
         host.agent_pids.append(host.agent.pid)
 
+    def _boot(self, host: VirtualHost) -> None:
+        """The host boots (power on, watchdog reset, after a dump): its libvirt daemon
+        first, fresh (the reset killed it and emptied its /run), then a fresh agent
+        with a new boot ID."""
+        if host.libvirtd is not None:
+            host.libvirtd.start()
+        self._start_agent(host, new_boot=True)
+
     def _kill_agent(self, host: VirtualHost) -> list[int]:
         """SIGKILL the agent; returns the children it had (VMs it may not have recorded)."""
         proc = host.agent
@@ -439,9 +447,7 @@ class Datacenter:
                 )
             elif state == "on" and not host.powered:
                 host.powered = True
-                if host.libvirtd is not None:
-                    host.libvirtd.start()
-                self._start_agent(host, new_boot=True)
+                self._boot(host)
                 self._sync_reachable(host)
                 self.notify("power", name, f"powered on: agent booting, boot ID {host.boot_id[:8]}")
 
@@ -461,7 +467,7 @@ class Datacenter:
                 host.watchdog.reset()
             host.watchdog_resets += 1
             host.forwarder.restore()  # the fault that cut the host off does not survive
-            self._start_agent(host, new_boot=True)
+            self._boot(host)
             self._sync_reachable(host)
         self.notify(
             "watchdog",
@@ -538,7 +544,7 @@ class Datacenter:
             if host.kdump is not sender:  # powered off meanwhile, or the lab closed
                 return
             self._stop_dump(host)
-            self._start_agent(host, new_boot=True)
+            self._boot(host)
             self._sync_reachable(host)
         self.notify("kdump", host.name, f"dump written, rebooted: boot ID {host.boot_id[:8]}")
 

@@ -365,6 +365,10 @@ class Lab:
         for name, (phase, host) in self.watchers.vm_state.items():
             if name.startswith("ha-") and (phase != "Running" or procs.get(name) != [host]):
                 return False
+            # No VM still being started either: a qemu domain takes seconds to start,
+            # and a fault injected meanwhile would hit a host in mid-start.
+            if phase in (None, "Pending", "Scheduled"):
+                return False
         return bool(self.watchers.vm_state)
 
     def wait_steady(self, *, first: bool = False) -> None:
