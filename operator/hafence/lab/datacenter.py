@@ -85,6 +85,13 @@ def _noop(kind: str, subject: str, text: str) -> None:
     pass
 
 
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"({exc})"
+
+
 @dataclass(frozen=True)
 class AgentTimings:
     """Flags of the lab's agents (``hafence agent --help``)."""
@@ -332,6 +339,30 @@ class Datacenter:
                 if host.libvirtd is not None:
                     host.libvirtd.start()
                 self._start_agent(host, new_boot=False)
+
+    def check_booting(self) -> None:
+        """RuntimeError naming the host (and the end of its log) if a powered host's
+        agent or libvirt daemon has exited: while the lab starts, nothing restarts it."""
+        for host in self.hosts.values():
+            with host.lock:
+                if not host.powered or host.kdump is not None:
+                    continue
+                if host.agent is not None and host.agent.poll() is not None:
+                    raise RuntimeError(
+                        f"{host.name}: its agent exited with {host.agent.returncode} while "
+                        f"booting; last lines of {host.agent_log}:\n{_tail(host.agent_log)}"
+                    )
+                daemon = host.libvirtd
+                if (
+                    daemon is not None
+                    and daemon.proc is not None
+                    and daemon.proc.poll() is not None
+                ):
+                    log_path = daemon.root / "daemon.log"
+                    raise RuntimeError(
+                        f"{host.name}: its libvirtd exited with {daemon.proc.returncode}; "
+                        f"last lines of {log_path}:\n{_tail(log_path)}"
+                    )
 
     # -- what the hardware does -----------------------------------------------------
     def _agent_argv(self, host: VirtualHost) -> list[str]:
