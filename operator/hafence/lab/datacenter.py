@@ -87,6 +87,13 @@ def _noop(kind: str, subject: str, text: str) -> None:
     pass
 
 
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"({exc})"
+
+
 @dataclass(frozen=True)
 class AgentTimings:
     """Flags of the lab's agents (``hafence agent --help``)."""
@@ -257,7 +264,7 @@ class Datacenter:
             )
             if self.vm_driver == "libvirt":
                 hdir.chmod(0o755)  # the daemon runs as nobody
-                host.libvirtd = Libvirtd(hdir / "libvirt")
+                host.libvirtd = Libvirtd(hdir / "libvirt", caps_seed=self.workdir / "libvirt-caps")
             host.bin_dir.mkdir()
             host.state_dir.mkdir()
             host.peer_port = free_port()
@@ -335,6 +342,30 @@ class Datacenter:
                     host.libvirtd.start()
                 self._start_agent(host, new_boot=False)
 
+    def check_booting(self) -> None:
+        """RuntimeError naming the host (and the end of its log) if a powered host's
+        agent or libvirt daemon has exited: while the lab starts, nothing restarts it."""
+        for host in self.hosts.values():
+            with host.lock:
+                if not host.powered or host.kdump is not None:
+                    continue
+                if host.agent is not None and host.agent.poll() is not None:
+                    raise RuntimeError(
+                        f"{host.name}: its agent exited with {host.agent.returncode} while "
+                        f"booting; last lines of {host.agent_log}:\n{_tail(host.agent_log)}"
+                    )
+                daemon = host.libvirtd
+                if (
+                    daemon is not None
+                    and daemon.proc is not None
+                    and daemon.proc.poll() is not None
+                ):
+                    log_path = daemon.root / "daemon.log"
+                    raise RuntimeError(
+                        f"{host.name}: its libvirtd exited with {daemon.proc.returncode}; "
+                        f"last lines of {log_path}:\n{_tail(log_path)}"
+                    )
+
     # -- what the hardware does -----------------------------------------------------
     def _agent_argv(self, host: VirtualHost) -> list[str]:
         return [
@@ -397,6 +428,14 @@ class Datacenter:
             )
         host.agent_pids.append(host.agent.pid)
 
+    def _boot(self, host: VirtualHost) -> None:
+        """The host boots (power on, watchdog reset, after a dump): its libvirt daemon
+        first, fresh (the reset killed it and emptied its /run), then a fresh agent
+        with a new boot ID."""
+        if host.libvirtd is not None:
+            host.libvirtd.start()
+        self._start_agent(host, new_boot=True)
+
     def _kill_agent(self, host: VirtualHost) -> list[int]:
         """SIGKILL the agent; returns the children it had (VMs it may not have recorded)."""
         proc = host.agent
@@ -448,9 +487,7 @@ class Datacenter:
                 )
             elif state == "on" and not host.powered:
                 host.powered = True
-                if host.libvirtd is not None:
-                    host.libvirtd.start()
-                self._start_agent(host, new_boot=True)
+                self._boot(host)
                 self._sync_reachable(host)
                 self.notify("power", name, f"powered on: agent booting, boot ID {host.boot_id[:8]}")
 
@@ -470,7 +507,7 @@ class Datacenter:
                 host.watchdog.reset()
             host.watchdog_resets += 1
             host.forwarder.restore()  # the fault that cut the host off does not survive
-            self._start_agent(host, new_boot=True)
+            self._boot(host)
             self._sync_reachable(host)
         self.notify(
             "watchdog",
@@ -554,7 +591,7 @@ class Datacenter:
             if host.kdump is not sender:  # powered off meanwhile, or the lab closed
                 return
             self._stop_dump(host)
-            self._start_agent(host, new_boot=True)
+            self._boot(host)
             self._sync_reachable(host)
         self.notify("kdump", host.name, f"dump written, rebooted: boot ID {host.boot_id[:8]}")
 

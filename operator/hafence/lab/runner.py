@@ -183,18 +183,31 @@ class Lab:
         self.checker.start()
         self._start_operator()
         self._wait_operator_loaded(len(layout))
-        self.dc.boot_all()
+        try:
+            self.dc.boot_all()
+        except RuntimeError as exc:  # a libvirtd that did not start, with its log
+            raise LabError(str(exc)) from None
         tl.line(
             f"operator running (profile {self.config.profile}, quiet period "
             f"{self.policy.startup_quiet_period:g}s), agents booting (lease "
             f"{self.config.agent_lease}s); logs in {self.workdir}"
         )
         watchers = self.watchers
-        self.wait_for(
-            "every host Up",
-            lambda: all(watchers.host_phase.get(h) == "Up" for h in layout_names),
-            60,
-        )
+        dc = self.dc
+
+        def all_up() -> bool:
+            try:
+                dc.check_booting()
+            except RuntimeError as exc:
+                raise LabError(str(exc)) from None
+            return all(watchers.host_phase.get(h) == "Up" for h in layout_names)
+
+        # Bounded by progress more than by the clock: N agents (Python processes)
+        # starting at once took 30-45 s to be Up with 5 hosts on this 2-core machine
+        # at load 15-20 (five imports of hafence.agent.main alone: 22 s), too close to
+        # the 60 s this wait had; a host whose agent or libvirtd died fails the start
+        # at once, with its log, instead of at the timeout.
+        self.wait_for("every host Up", all_up, 240)
         # The VMs once the datacenter is up, so each starts on the host it prefers
         # instead of all of them on the first host that came up.
         self._apply(vms)
@@ -377,6 +390,10 @@ class Lab:
         procs = self.checker.running()
         for name, (phase, host) in self.watchers.vm_state.items():
             if name.startswith("ha-") and (phase != "Running" or procs.get(name) != [host]):
+                return False
+            # No VM still being started either: a qemu domain takes seconds to start,
+            # and a fault injected meanwhile would hit a host in mid-start.
+            if phase in (None, "Pending", "Scheduled"):
                 return False
         return bool(self.watchers.vm_state)
 
