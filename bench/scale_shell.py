@@ -109,7 +109,7 @@ async def must(wire: Wire, verb: str, path: str, body: Any, ctype: str = "applic
         if status < 300:
             return obj
         if status not in (429, 500, 503, 504) or attempt == 4:
-            raise SystemExit(f"{verb} {path}: {status} {obj}")
+            raise RuntimeError(f"{verb} {path}: {status} {obj}")
         await asyncio.sleep(0.5 * 2**attempt)
     return None
 
@@ -162,7 +162,7 @@ async def populate(
                     "options": "lanplus=1",
                     "credentialsSecretRef": {"name": "bmc"},
                     "timeoutSeconds": 5,
-                    "powerWaitSeconds": 0,
+                    "powerWaitSeconds": 1,
                 },
             },
         )
@@ -578,6 +578,13 @@ async def bench(args: argparse.Namespace, cp: ControlPlane, work: Path) -> list[
     )
     lines.append(f"| steady window | {window:.0f} s after {args.warmup:.0f} s warm-up |")
     lines.append(f"| **operator CPU, steady** | **{100 * (c1 - c0) / window:.1f} % of one core** |")
+    lg_errors = {k: v for k, v in l1["errors"].items() if v - l0["errors"].get(k, 0) > 0}
+    lines.append(
+        f"| load generator, steady | {(l1['renewals'] - l0['renewals']) / window:.1f} renewals/s"
+        f" of {len(lay.hosts) / (args.lease_duration / 3):.1f} due; errors: "
+        + (", ".join(f"{k} {v - l0['errors'].get(k, 0)}" for k, v in lg_errors.items()) or "none")
+        + " |"
+    )
     lines.append(f"| **operator RSS, steady** | **{min(rss):.0f}-{max(rss):.0f} MiB** |")
     lines.append(
         "| CPU beside it, steady | "
@@ -653,6 +660,11 @@ def main() -> int:
         "--operator-arg", action="append", default=[], help="passed to `hafence operator`"
     )
     args = p.parse_args()
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwind: the control plane, operator and BMCs stop
+
+    signal.signal(signal.SIGTERM, stop)
     work = Path(tempfile.mkdtemp(prefix="hafence-bench-scale-"))
     with ControlPlane(log_dir=work) as cp:
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))

@@ -17,7 +17,7 @@ import sys
 import kopf
 from kubernetes import config as kube_config
 
-from hafence.controller import logs
+from hafence.controller import logs, pools
 from hafence.controller.events import EventRecorder
 from hafence.controller.handlers import register
 from hafence.controller.leader import LeaderElector
@@ -118,6 +118,7 @@ async def run(settings: Settings) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    pools.install(loop)  # blocking work runs on bounded pools of its own kind
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ready = asyncio.Event()

@@ -26,6 +26,7 @@ from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.lease_guard import LeaseGuard
 from hafence.controller.metrics import Metrics, result_of
+from hafence.controller.pools import FENCING
 from hafence.core import fencing_plan as fp
 from hafence.core import messages as m
 from hafence.fencing.drivers import build_driver
@@ -49,7 +50,7 @@ async def read_with_retries(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a thread, again on a transient KubeError, with bounded backoff."""
     for attempt in range(READ_RETRIES + 1):
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await FENCING.run(fn, *args)
         except KubeError as exc:
             if not exc.transient or attempt == READ_RETRIES:
                 raise

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import ssl
@@ -242,7 +241,10 @@ class SimHost:
 
     async def _run(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        await self._read_host()
+        backoff = 0.5
+        while not await self._read_host():  # as Agent.read_host: waited for, with backoff
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
         tasks = [
             asyncio.create_task(self._watch_loop()),
             asyncio.create_task(self._heartbeat_loop()),
@@ -256,13 +258,18 @@ class SimHost:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- Host --------------------------------------------------------------------
-    async def _read_host(self) -> None:
-        status, obj = await self.wire.call(
-            "GET", f"{HOSTS.format(ns=self.namespace)}/{self.name}", deadline=self._timeout
-        )
-        if status == 200 and isinstance(obj, dict):
-            self.cluster = (obj.get("spec") or {}).get("cluster")
+    async def _read_host(self) -> bool:
+        try:
+            status, obj = await self.wire.call(
+                "GET", f"{HOSTS.format(ns=self.namespace)}/{self.name}", deadline=self._timeout
+            )
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        if status != 200 or not isinstance(obj, dict):
+            return False
+        self.cluster = (obj.get("spec") or {}).get("cluster")
         self._host_read_at = time.monotonic()
+        return True
 
     @property
     def _timeout(self) -> float:
@@ -335,12 +342,12 @@ class SimHost:
             if not swept:
                 swept = await self._sweep()
             if time.monotonic() - self._host_read_at > self.host_refresh:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    await self._read_host()
+                await self._read_host()
             started = time.monotonic()
             try:
                 ok = await self.renew(ready=swept)
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.wire.errors[f"renew {type(exc).__name__}"] += 1
                 ok = False
             if not ok:
                 swept = False
@@ -408,7 +415,8 @@ class SimHost:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                self.wire.errors[f"watch {type(exc).__name__}: {str(exc)[:60]}"] += 1
                 self._rv_watch = None
                 await asyncio.sleep(0.5 + random.random())
 
@@ -416,6 +424,7 @@ class SimHost:
         while True:
             await self._kick.wait()
             self._kick.clear()
+            failed = False
             for name, obj in list(self._vms.items()):
                 status = obj.get("status") or {}
                 if status.get("host") != self.name:
@@ -430,6 +439,11 @@ class SimHost:
                     continue
                 if await self.report_running(name, epoch):
                     self._written[name] = epoch
+                else:
+                    failed = True
+            if failed:  # the agent's next pass (poll interval) tries again
+                await asyncio.sleep(1.0)
+                self._kick.set()
 
     async def report_running(self, vm: str, epoch: int, restarts: int = 0) -> bool:
         """status.runtime as Agent._write_runtime writes it for a VM it started."""
