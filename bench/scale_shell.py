@@ -498,9 +498,14 @@ async def bench(args: argparse.Namespace, cp: ControlPlane, work: Path) -> list[
         power_off.clear()
         await loadgen.ask({"cmd": "fail", "hosts": lay.rack})
         n_rack_vms = len(obs.rack_vms)
-        await wait_for(
-            lambda: len(obs.running_at) >= n_rack_vms, args.rack_timeout, "the rack's VMs Running"
-        )
+        try:
+            await wait_for(
+                lambda: len(obs.running_at) >= n_rack_vms,
+                args.rack_timeout,
+                "the rack's VMs Running",
+            )
+        except SystemExit as exc:  # print what was reached: that is the finding
+            print(f"# {exc}", file=sys.stderr)
         # Powered on by the fence: those hosts boot (their agents return, empty).
         if booted:
             await loadgen.ask({"cmd": "boot", "hosts": sorted(set(booted))})
@@ -636,6 +641,15 @@ async def bench(args: argparse.Namespace, cp: ControlPlane, work: Path) -> list[
         "| rack: API writes, fault to +2 s after all Running | "
         + ", ".join(f"{k} {v}" for k, v in sorted(rack_ops.items()) if k.split()[0] in WRITES)
         + " |"
+    )
+    log_text = (work / "operator.log").read_text(errors="replace")
+    relisted = sum(
+        int(m.group(1))
+        for m in re.finditer(r"(\d+) lease renewal\(s\) in \S+ not delivered", log_text)
+    )
+    lines.append(
+        f"| operator log: leadership lost | {log_text.count(' stopped leading ')} times; "
+        f"lease renewals the watch had not delivered, fed from a re-list: {relisted} |"
     )
     return lines
 

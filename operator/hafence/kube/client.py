@@ -37,6 +37,8 @@ from kubernetes.client.exceptions import ApiException
 from hafence.api import GROUP, KINDS, VERSION, Kind
 
 T = TypeVar("T")
+# Keep-alive connections per client: the operator's pools' threads together.
+CONNECTIONS = 48
 # Objects per page of a list (client-go's pager default is 500 too).
 PAGE_SIZE = 500
 # Statuses that say "not now" rather than "never": timeout, throttled, server trouble.
@@ -144,6 +146,10 @@ def load_api(kubeconfig: str | None = None, *, timeout: float = 10.0) -> Api:
         except config.ConfigException:
             config.load_kube_config(client_configuration=cfg)
     cfg.retries = 0  # callers own retry policy; a hidden retry hides an outage
+    # One keep-alive connection per thread that may call at once (the operator's
+    # pools, controller/pools.py): urllib3's default (5 x CPUs) discarded connections
+    # under load, and every new one costs a TLS handshake.
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, CONNECTIONS)
     return Api(client.ApiClient(cfg), timeout=timeout)
 
 
