@@ -59,6 +59,8 @@ LEADER_NS = "hafence-system"
 BMC_USER = "admin"
 BMC_PASSWORD = "bench-password"
 WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+# The API server's own requests (its kubernetes Service endpoints) and discovery.
+NOT_OURS = ("", "endpoints")
 CLOSED_UDP_PORT = 9  # discard: FenceAgents of hosts that never fail are never asked
 
 
@@ -207,9 +209,9 @@ async def populate(
             "application/merge-patch+json",
         )
 
-    await gather_bounded(16, [host(h) for h in lay.hosts] + [agent(h) for h in lay.hosts])
+    await gather_bounded(32, [host(h) for h in lay.hosts] + [agent(h) for h in lay.hosts])
     await gather_bounded(
-        16,
+        32,
         [(lambda n=n, h=h: vm(n, h)) for n, h in lay.vm_host.items()],  # type: ignore[misc]
     )
 
@@ -360,6 +362,8 @@ def operator_share(
     operator's and this script's few reads)."""
     out: Counter[str] = Counter()
     for key in set(after) | set(lg_after):
+        if key.split(" ", 1)[1].split("/")[0] in NOT_OURS:
+            continue
         total = after.get(key, 0) - before.get(key, 0)
         lg = lg_after.get(key, 0) - lg_before.get(key, 0)
         if total - lg > 0:
@@ -485,6 +489,22 @@ async def bench(args: argparse.Namespace, cp: ControlPlane, work: Path) -> list[
         ops = operator_share(a0, a1, l0["requests"], l1["requests"])
         total = Counter({k: a1[k] - a0.get(k, 0) for k in a1 if a1[k] - a0.get(k, 0) > 0})
         op_writes = sum(v for k, v in ops.items() if k.split()[0] in WRITES)
+
+        print(  # a run stopped during the rack still leaves its steady figures
+            "# steady: "
+            + json.dumps(
+                {
+                    "operator_cpu_pct": round(100 * (c1 - c0) / window, 2),
+                    "operator_rss_mib": max(rss),
+                    "operator_writes_per_s": round(op_writes / window, 3),
+                    "operator": {k: round(v / window, 3) for k, v in ops.items()},
+                    "beside": other_cpu,
+                    "loadgen_errors": l1["errors"],
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
 
         # -- the rack loses power -----------------------------------------------------
         for vm, h in lay.vm_host.items():
