@@ -44,9 +44,7 @@ def test_the_watcher_sees_only_the_vms_placed_on_its_host(api: Api, namespace: s
 
     def seen() -> list[tuple[str, str | None]]:
         with lock:
-            return [
-                (k, p["metadata"]["name"]) if k != "snapshot" else (k, None) for k, p in posted
-            ]
+            return [(k, p["metadata"]["name"]) if k != "snapshot" else (k, None) for k, p in posted]
 
     watcher = VMWatcher(api, namespace, post, host="h1", watch_timeout=5)
     watcher.start()
