@@ -139,3 +139,20 @@ async def test_long_messages_are_cut_to_the_api_limit(api: Api, namespace: str) 
     await EventRecorder(api).warning(host, "FenceFailed", "x" * 5000)
     (event,) = events_of(api, namespace, "hv-05")
     assert len(event.message) == 1024 and event.message.endswith("...")
+
+
+async def test_similar_events_combine_after_ten_messages(api: Api, namespace: str) -> None:
+    """client-go's EventCorrelator: the 11th different message of one object, type and
+    reason within the window joins one combined Event whose count grows."""
+    host = make_host(api, namespace, "hv-06")
+    recorder = EventRecorder(api)
+    for i in range(15):
+        await recorder.warning(host, "FenceFailed", f"attempt {i} failed: error {i}")
+    await recorder.warning(host, "FenceFailed", "attempt 3 failed: error 3")  # a repeat
+    events = events_of(api, namespace, "hv-06")
+    combined = [e for e in events if e.message.startswith("(combined from similar events): ")]
+    single = [e for e in events if e not in combined]
+    assert len(single) == 10 and len(combined) == 1
+    assert combined[0].count == 5
+    assert combined[0].message.endswith("attempt 14 failed: error 14")
+    assert next(e for e in single if e.message == "attempt 3 failed: error 3").count == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -29,7 +30,7 @@ from hafence.agent.placement import PlacementCache
 from hafence.agent.state import StateDir
 from hafence.agent.vms import Placed, Reconciler, RestartPolicy
 from hafence.agent.watchdog import DeviceError, Liveness, Watchdog, arm_device, open_device
-from hafence.agent.watcher import KIND, VMWatcher
+from hafence.agent.watcher import KIND, VMWatcher, placed_on
 from hafence.api.host import HostSpec, SelfFencing
 from hafence.api.lease import (
     HEARTBEAT_SELECTOR,
@@ -366,7 +367,14 @@ class Agent:
     async def sweep(self) -> None:
         """S3: with a fresh list, stop every VM of this datacenter that runs here and is
         not placed here (recorded or found by the drivers' marks); then ready."""
-        listed = await asyncio.to_thread(self.api.list, KIND, self.cfg.namespace)
+        # Only the VMs placed here: any other VM found running here is not placed here
+        # and is stopped (S3).  Discovery still asks every libvirt URI the agent knows
+        # (configured and already connected) besides the ones these VMs name.
+        listed = await asyncio.to_thread(
+            functools.partial(
+                self.api.list, KIND, self.cfg.namespace, field_selector=placed_on(self.cfg.host)
+            )
+        )
         self._on_watch("snapshot", listed)
         runtimes = []
         for obj in listed.get("items", []):
@@ -556,7 +564,11 @@ class Agent:
             loop.call_soon_threadsafe(self._on_watch, kind, payload)
 
         watcher = VMWatcher(
-            self.watch_api, self.cfg.namespace, post, watch_timeout=self.cfg.watch_timeout
+            self.watch_api,
+            self.cfg.namespace,
+            post,
+            host=self.cfg.host,
+            watch_timeout=self.cfg.watch_timeout,
         )
         try:
             if not await self.read_host():

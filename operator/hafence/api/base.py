@@ -95,6 +95,9 @@ class Kind:
     status: type[Model]
     printer_columns: tuple[PrinterColumn, ...]
     description: str
+    # JSONPaths the API server may filter lists and watches on (``fieldSelector``),
+    # the CRD's ``selectableFields``.
+    selectable_fields: tuple[str, ...] = ()
 
     @property
     def singular(self) -> str:

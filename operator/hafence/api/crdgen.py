@@ -103,6 +103,11 @@ def crd(kind: Kind) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [c.to_k8s() for c in kind.printer_columns],
+                    **(
+                        {"selectableFields": [{"jsonPath": p} for p in kind.selectable_fields]}
+                        if kind.selectable_fields
+                        else {}
+                    ),
                     "schema": {"openAPIV3Schema": schema},
                 }
             ],

@@ -166,4 +166,11 @@ HA_VIRTUAL_MACHINE = Kind(
         ),
         PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
     ),
+    # Each agent lists and watches only the VMs placed on its host
+    # (``fieldSelector=status.host=NAME``): the API server filters, so a VM's change
+    # reaches the one agent it concerns, not every agent of the datacenter.  A field
+    # the operator writes anyway, rather than a label kept equal to it: a label is a
+    # second write (metadata, not the status subresource) that can lag or disagree
+    # with the placement, and the operator writes no metadata on objects GitOps owns.
+    selectable_fields=(".status.host",),
 )

@@ -10,6 +10,16 @@ this recorder wrote less than ``aggregate_window`` seconds ago is patched
 (``count + 1``, ``lastTimestamp``) instead of created again, so a host failing to
 fence every minute for an hour is one line, not sixty.
 
+Similar Events aggregate too, as client-go's EventCorrelator does: once
+``aggregate_after`` (10) Events of one object with the same type and reason but
+different messages were written within ``aggregate_window``, the next ones become
+one Event, "(combined from similar events): <latest message>", whose count grows.  A
+host whose fence fails with a new error text every attempt, or a VM that keeps
+failing differently, is then one line per reason, not one per message.
+
+Writes run on a pool of their own (``controller/pools.py``): Events never hold up a
+status write or a fence.
+
 The recorder never raises into the caller: an Event is a courtesy to the reader,
 and failing to write one must not stop a fence or a placement.  Failures are logged.
 
@@ -39,6 +49,7 @@ from typing import Any, Literal
 
 from kubernetes.client.exceptions import ApiException
 
+from hafence.controller.pools import EVENTS
 from hafence.kube import Api
 
 log = logging.getLogger(__name__)
@@ -49,6 +60,10 @@ EVENT_TYPES: tuple[EventType, ...] = ("Normal", "Warning")
 
 MESSAGE_LIMIT = 1024  # the API server's limit on an Event's note
 REASON_LIMIT = 128
+# client-go's EventAggregator: maxEvents 10 similar Events within maxIntervalInSeconds
+# 600 (our aggregate_window), then one combined Event.
+AGGREGATE_AFTER = 10
+COMBINED = "(combined from similar events): "
 
 
 @dataclass(frozen=True)
@@ -90,7 +105,13 @@ class _Written:
     last: float  # clock() of the last write
 
 
-_Key = tuple[str, str, str, str]  # uid, type, reason, message
+_Key = tuple[str, str, str, str]  # uid, type, reason, message ("" once combined)
+
+
+@dataclass
+class _Similar:
+    messages: set[str]
+    first: float  # clock() of the first of them
 
 
 class EventRecorder:
@@ -103,6 +124,7 @@ class EventRecorder:
         component: str = REPORTING_CONTROLLER,
         instance: str = "",
         aggregate_window: float = 600.0,
+        aggregate_after: int = AGGREGATE_AFTER,
         max_remembered: int = 4096,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -110,9 +132,11 @@ class EventRecorder:
         self.component = component
         self.instance = instance
         self.aggregate_window = aggregate_window
+        self.aggregate_after = aggregate_after
         self._max_remembered = max_remembered
         self._clock = clock
         self._written: OrderedDict[_Key, _Written] = OrderedDict()
+        self._similar: OrderedDict[tuple[str, str, str], _Similar] = OrderedDict()
         # Striped locks: two writes of one key must not both create, yet unrelated
         # Events (a rack of hosts failing at once) must not queue behind each other.
         self._locks = [asyncio.Lock() for _ in range(64)]
@@ -152,10 +176,10 @@ class EventRecorder:
         reason = reason[:REASON_LIMIT]
         if len(message) > MESSAGE_LIMIT:
             message = message[: MESSAGE_LIMIT - 3] + "..."
-        key: _Key = (ref.uid, type, reason, message)
+        key: _Key = self._aggregate(ref.uid, type, reason, message)
         try:
             async with self._locks[hash(key) % len(self._locks)]:
-                await self._write(ref, key, observed)
+                await self._write(ref, key, observed, message)
         except Exception as exc:
             log.warning(
                 "event %s %s about %s %s/%s not recorded: %s",
@@ -166,6 +190,26 @@ class EventRecorder:
                 ref.name,
                 _describe(exc),
             )
+
+    def _aggregate(self, uid: str, type: EventType, reason: str, message: str) -> _Key:
+        """The key this Event is written under: its own, or once ``aggregate_after``
+        different messages of this object, type and reason came within the window, the
+        combined one (message "")."""
+        now = self._clock()
+        similar_key = (uid, type, reason)
+        similar = self._similar.get(similar_key)
+        if similar is None or now - similar.first > self.aggregate_window:
+            similar = _Similar(set(), now)
+            self._similar[similar_key] = similar
+        self._similar.move_to_end(similar_key)
+        while len(self._similar) > self._max_remembered:
+            self._similar.popitem(last=False)
+        if (uid, type, reason, message) in self._written:
+            return (uid, type, reason, message)  # an exact repeat: counted on its own
+        similar.messages.add(message)
+        if len(similar.messages) > self.aggregate_after:
+            return (uid, type, reason, "")
+        return (uid, type, reason, message)
 
     def post(
         self,
@@ -185,14 +229,18 @@ class EventRecorder:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     # -- writing -----------------------------------------------------------------------
-    async def _write(self, ref: ObjectRef, key: _Key, observed: dt.datetime) -> None:
+    async def _write(
+        self, ref: ObjectRef, key: _Key, observed: dt.datetime, latest: str = ""
+    ) -> None:
         now = self._clock()
         stamp = observed.strftime("%Y-%m-%dT%H:%M:%SZ")
         seen = self._written.get(key)
         if seen is not None and now - seen.last <= self.aggregate_window:
-            patch = {"count": seen.count + 1, "lastTimestamp": stamp}
+            patch: dict[str, Any] = {"count": seen.count + 1, "lastTimestamp": stamp}
+            if not key[3]:
+                patch["message"] = _combined(latest)
             try:
-                await asyncio.to_thread(
+                await EVENTS.run(
                     self._api.core.patch_namespaced_event,
                     seen.event_name,
                     ref.namespace,
@@ -210,6 +258,8 @@ class EventRecorder:
                 self._written.move_to_end(key)
                 return
         _, type_, reason, message = key
+        if not message:
+            message = _combined(latest)
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -231,7 +281,7 @@ class EventRecorder:
             "reportingComponent": self.component,
             "reportingInstance": self.instance,
         }
-        created = await asyncio.to_thread(
+        created = await EVENTS.run(
             self._api.core.create_namespaced_event,
             ref.namespace,
             body,
@@ -241,6 +291,11 @@ class EventRecorder:
         self._written.move_to_end(key)
         while len(self._written) > self._max_remembered:
             self._written.popitem(last=False)
+
+
+def _combined(message: str) -> str:
+    text = COMBINED + message
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
 def _describe(exc: BaseException) -> str:

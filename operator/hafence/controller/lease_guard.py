@@ -13,7 +13,6 @@ core's no-abandon rule), see docs/architecture.md.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -21,6 +20,7 @@ from typing import Any
 
 from hafence.api.lease import LeaseError, parse_microtime
 from hafence.controller.cache import Cache
+from hafence.controller.pools import FENCING
 from hafence.kube import Api, KubeError
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class LeaseGuard:
         """True (and the renewal fed to the core) when the stored Lease is newer than
         the watch's copy.  An unreadable Lease leaves the watch's view standing."""
         try:
-            obj = await asyncio.to_thread(self.api.read_lease, self.namespace, host)
+            obj = await FENCING.run(self.api.read_lease, self.namespace, host)
         except KubeError as exc:
             log.warning(
                 "host %s/%s: lease not re-read before fencing: %s", self.namespace, host, exc

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import kopf
 from kubernetes import config as kube_config
 
-from hafence.controller import clock, logs
+from hafence.controller import clock, logs, pools
 from hafence.controller.events import EventRecorder
 from hafence.controller.handlers import register
 from hafence.controller.leader import LeaderElector
@@ -166,6 +166,7 @@ async def run(settings: Settings) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    pools.install(loop)  # blocking work runs on bounded pools of its own kind
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ready = asyncio.Event()

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hafence.controller.pools import FENCING
 from hafence.kube import KubeError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ async def read_with_retries(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a thread, again on a transient KubeError, with bounded backoff."""
     for attempt in range(READ_RETRIES + 1):
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await FENCING.run(fn, *args)
         except KubeError as exc:
             if not exc.transient or attempt == READ_RETRIES:
                 raise

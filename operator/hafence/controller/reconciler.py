@@ -30,6 +30,7 @@ from hafence.controller.observe import inputs_for, key
 from hafence.controller.outages import Outages
 from hafence.controller.policies import KIND as POLICY_KIND
 from hafence.controller.policies import FencingPolicies
+from hafence.controller.pools import READS
 from hafence.core import messages as m
 from hafence.core.engine import Engine
 from hafence.core.policy import Settings as Policy
@@ -205,7 +206,7 @@ class Reconciler:
 
     async def _start_leading(self) -> None:
         for kind in (POLICY_KIND, *KINDS):
-            for obj in await asyncio.to_thread(self._list, kind):
+            for obj in await READS.run(self._list, kind):
                 self.cache.put(kind, obj)
         now = clock.now()
         namespaces = {key(o)[0] for o in self._all("Host")}
@@ -282,7 +283,7 @@ class Reconciler:
             return
         self._lease_checked[namespace] = now
         try:
-            leases = await asyncio.to_thread(self.api.list_leases, namespace, HEARTBEAT_SELECTOR)
+            leases = await READS.run(self.api.list_leases, namespace, HEARTBEAT_SELECTOR)
         except KubeError as exc:
             log.warning("leases of %s not re-listed before expiry: %s", namespace, exc)
             return

@@ -18,7 +18,6 @@ this operator stops).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from pydantic import BaseModel
 from hafence.controller import clock
 from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector, NotLeader
+from hafence.controller.pools import WRITES
 from hafence.core import messages as m
 from hafence.kube import Api, Conflict, KubeError, NotFound
 
@@ -103,7 +103,7 @@ class StatusWriter:
 
     async def _reread(self, name: str) -> dict[str, Any] | m.WriteFailed | None:
         try:
-            fresh = await asyncio.to_thread(self.api.get, "HAVirtualMachine", self.namespace, name)
+            fresh = await WRITES.run(self.api.get, "HAVirtualMachine", self.namespace, name)
         except NotFound:
             return None
         except KubeError as exc:
@@ -127,7 +127,7 @@ class StatusWriter:
             stamp(body, current)
         placement = kind == "HAVirtualMachine" and resource_version is not None
         try:
-            obj = await asyncio.to_thread(
+            obj = await WRITES.run(
                 self.api.patch,
                 kind,
                 self.namespace,

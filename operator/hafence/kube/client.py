@@ -37,6 +37,10 @@ from kubernetes.client.exceptions import ApiException
 from hafence.api import GROUP, KINDS, VERSION, Kind
 
 T = TypeVar("T")
+# Keep-alive connections per client: the operator's pools' threads together.
+CONNECTIONS = 48
+# Objects per page of a list (client-go's pager default is 500 too).
+PAGE_SIZE = 500
 # Statuses that say "not now" rather than "never": timeout, throttled, server trouble.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # What the client library raises when there is no (complete) HTTP answer.
@@ -115,6 +119,22 @@ def _wrap(exc: BaseException, what: str) -> KubeError:
     return KubeError(message, exc.status)
 
 
+def _paginate(page: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """All pages of a list as one list object: the first page's metadata (its
+    resourceVersion is the snapshot every page was read from) with every item."""
+    first = page("")
+    items = list(first.get("items") or [])
+    token = (first.get("metadata") or {}).get("continue") or ""
+    while token:
+        nxt = page(token)
+        items += nxt.get("items") or []
+        token = (nxt.get("metadata") or {}).get("continue") or ""
+    meta = dict(first.get("metadata") or {})
+    meta.pop("continue", None)
+    meta.pop("remainingItemCount", None)
+    return {**first, "metadata": meta, "items": items}
+
+
 def load_api(kubeconfig: str | None = None, *, timeout: float = 10.0) -> Api:
     """From a kubeconfig path, ``$KUBECONFIG``/~/.kube/config, or in-cluster."""
     cfg = client.Configuration()
@@ -126,13 +146,20 @@ def load_api(kubeconfig: str | None = None, *, timeout: float = 10.0) -> Api:
         except config.ConfigException:
             config.load_kube_config(client_configuration=cfg)
     cfg.retries = 0  # callers own retry policy; a hidden retry hides an outage
+    # One keep-alive connection per thread that may call at once (the operator's
+    # pools, controller/pools.py): urllib3's default (5 x CPUs) discarded connections
+    # under load, and every new one costs a TLS handshake.
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, CONNECTIONS)
     return Api(client.ApiClient(cfg), timeout=timeout)
 
 
 class Api:
-    def __init__(self, api_client: client.ApiClient, timeout: float = 10.0) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, timeout: float = 10.0, page_size: int = PAGE_SIZE
+    ) -> None:
         self.client = api_client
         self.timeout = timeout
+        self.page_size = page_size
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
@@ -155,29 +182,42 @@ class Api:
             raise _wrap(exc, f"get {kind} {namespace}/{name}") from None
         return obj
 
-    def list(self, kind: str, namespace: str | None, label_selector: str = "") -> dict[str, Any]:
+    def list(
+        self,
+        kind: str,
+        namespace: str | None,
+        label_selector: str = "",
+        *,
+        field_selector: str = "",
+        page_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Every object, in pages of ``page_size`` (``limit``/``continue``): one answer
+        never holds more than a page, so neither the API server nor we build a 10,000-VM
+        response at once.  The pages are one snapshot (the first page's
+        resourceVersion), and the result is one list object, as an unpaginated list."""
         plural = _PLURALS[kind].plural
-        try:
+        what = f"list {kind} in {namespace or 'all namespaces'}"
+
+        def page(token: str) -> dict[str, Any]:
+            kwargs: dict[str, Any] = {
+                "label_selector": label_selector,
+                "field_selector": field_selector,
+                "limit": page_size or self.page_size,
+                "_request_timeout": self.timeout,
+            }
+            if token:
+                kwargs["_continue"] = token
             if namespace is None:
                 out: dict[str, Any] = self.custom.list_cluster_custom_object(
-                    GROUP,
-                    VERSION,
-                    plural,
-                    label_selector=label_selector,
-                    _request_timeout=self.timeout,
+                    GROUP, VERSION, plural, **kwargs
                 )
             else:
                 out = self.custom.list_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    plural,
-                    label_selector=label_selector,
-                    _request_timeout=self.timeout,
+                    GROUP, VERSION, namespace, plural, **kwargs
                 )
-        except _FAILURES as exc:
-            raise _wrap(exc, f"list {kind} in {namespace or 'all namespaces'}") from None
-        return out
+            return out
+
+        return call(what, _paginate, page)
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, **body}
@@ -254,6 +294,7 @@ class Api:
         resource_version: str,
         timeout_seconds: int = 30,
         label_selector: str = "",
+        field_selector: str = "",
     ) -> Iterator[dict[str, Any]]:
         """Watch events ({'type', 'object'}) from ``resource_version``; ends on timeout."""
         w = watch.Watch()
@@ -267,6 +308,7 @@ class Api:
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
                 label_selector=label_selector,
+                field_selector=field_selector,
                 _request_timeout=timeout_seconds + 5,
             )
         except _FAILURES as exc:
@@ -290,22 +332,26 @@ class Api:
     def list_leases(
         self, namespace: str | None, label_selector: str = ""
     ) -> builtins.list[dict[str, Any]]:
-        if namespace is None:
-            res = call(
-                "list Leases in all namespaces",
-                self.coordination.list_lease_for_all_namespaces,
-                label_selector=label_selector,
-                _request_timeout=self.timeout,
-            )
-        else:
-            res = call(
-                f"list Leases in {namespace}",
-                self.coordination.list_namespaced_lease,
-                namespace,
-                label_selector=label_selector,
-                _request_timeout=self.timeout,
-            )
-        return [self.client.sanitize_for_serialization(i) for i in res.items]
+        """Leases as plain dicts, in pages like :meth:`list`."""
+
+        def page(token: str) -> dict[str, Any]:
+            kwargs: dict[str, Any] = {
+                "label_selector": label_selector,
+                "limit": self.page_size,
+                "_request_timeout": self.timeout,
+            }
+            if token:
+                kwargs["_continue"] = token
+            if namespace is None:
+                res = self.coordination.list_lease_for_all_namespaces(**kwargs)
+            else:
+                res = self.coordination.list_namespaced_lease(namespace, **kwargs)
+            out: dict[str, Any] = self.client.sanitize_for_serialization(res)
+            return out
+
+        listed = call(f"list Leases in {namespace or 'all namespaces'}", _paginate, page)
+        items: builtins.list[dict[str, Any]] = listed["items"]
+        return items
 
     # -- Secrets -------------------------------------------------------------------
     def secret_value(self, namespace: str, name: str, key: str) -> bytes:
