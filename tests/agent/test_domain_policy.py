@@ -30,21 +30,29 @@ from .helpers import make_host, make_vm, place, runtime, wait_for
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 FIELD = "spec.runtime.libvirt.domainXML"
 IMG = "@IMG@"  # replaced by the image directory
+BOOT = "<boot dev='hd'/>"  # where the lab's domain XML boots from
 
 
 def _variant(entry: dict[str, Any]) -> Callable[[str], str]:
     def make(name: str) -> str:
         xml = domain_xml(name)
+
+        def put(old: str, new: str) -> str:
+            # A variant that no longer finds its anchor in the lab's template would
+            # test the harmless template instead: fail loudly.
+            assert old in xml, f"variant {entry['id']}: {old!r} not in the lab's domain XML"
+            return xml.replace(old, new, 1)
+
         if "devices" in entry:
-            xml = xml.replace("<devices>", "<devices>" + entry["devices"], 1)
+            xml = put("<devices>", "<devices>" + entry["devices"])
         if "after_devices" in entry:
-            xml = xml.replace("</devices>", "</devices>" + entry["after_devices"], 1)
+            xml = put("</devices>", "</devices>" + entry["after_devices"])
         if "os" in entry:
-            xml = xml.replace("<boot dev='network'/>", entry["os"] + "<boot dev='network'/>", 1)
-            xml = xml.replace("<on_poweroff>", "<features><acpi/></features><on_poweroff>", 1)
+            xml = put(BOOT, entry["os"] + BOOT)
+            xml = put("<on_poweroff>", "<features><acpi/></features><on_poweroff>")
         if "replace" in entry:
             old, new = entry["replace"]
-            xml = xml.replace(old, new, 1)
+            xml = put(old, new)
         return xml
 
     return make
