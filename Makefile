@@ -37,7 +37,7 @@ control-plane: $(SETUP_STAMP)
 	$(BIN)/hafence control-plane build
 
 test: setup
-	$(BIN)/pytest -q --durations=20 tests
+	$(BIN)/pytest -q tests
 
 demo: setup
 	$(BIN)/hafence lab --scenario all

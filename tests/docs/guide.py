@@ -217,6 +217,7 @@ NOT_RUN: dict[str, NotRun] = {
             E2E + "test_network_cut_is_hard_fenced_and_ha_vms_move",
             E2E + "test_power_loss_waits_for_confirmation",
             E2E + "test_rack_failure_fences_each_host_of_the_rack",
+            E2E + "test_kernel_crash_is_proven_by_kdump_without_power_action",
             "tests/docs/test_guide_commands.py::test_make_recipes",
         ),
     ),
@@ -236,6 +237,11 @@ NOT_RUN: dict[str, NotRun] = {
     "hafence lab --scenario all": NotRun(
         "what `make demo` runs (see there)",
         (E2E + "test_network_cut_is_hard_fenced_and_ha_vms_move",),
+    ),
+    "hafence lab --vm-driver libvirt --scenario all": NotRun(
+        "every scenario on real qemu VMs, minutes; the e2e test plays them in turn in one "
+        "libvirt lab through the lab's Python API",
+        ("tests/e2e/test_libvirt_lab.py::test_scenario_on_real_vms",),
     ),
     "hafence lab --scenario seed": NotRun(
         "the article's three experiments at production timings, minutes; the e2e test "
