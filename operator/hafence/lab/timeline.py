@@ -194,8 +194,10 @@ class Watchers:
             while not self._stop.is_set():
                 try:
                     listing = api.list(kind, self.namespace)
+                    # Only the first listing primes the state silently: a later one (after
+                    # a watch's timeout) carries changes made between the two watches.
                     for obj in listing.get("items", []):
-                        on_object(obj, initial=True)
+                        on_object(obj, initial=first)
                     if first:
                         first = False
                         self._primed[kind].set()
@@ -267,7 +269,7 @@ class Watchers:
                 try:
                     listing = api.core.list_namespaced_event(self.namespace, _request_timeout=10)
                     for ev in listing.items:
-                        self._event(ev, initial=True)
+                        self._event(ev, initial=first)  # as for objects (_loop)
                     if first:
                         first = False
                         self._primed["Event"].set()
