@@ -14,8 +14,9 @@ def view(
     cluster: str = "a",
     labels: dict[str, str] | None = None,
     groups: frozenset[str] = frozenset(),
+    late: bool = False,
 ) -> HostView:
-    return HostView(name, cluster, labels or {}, up, cpu, mem, groups)
+    return HostView(name, cluster, labels or {}, up, cpu, mem, groups, late)
 
 
 def test_most_free_memory_wins_then_preferred_hosts_override() -> None:
@@ -55,3 +56,11 @@ def test_priority_order() -> None:
         key=lambda n: priority_key(n, vm_spec(prio={"a": "Low", "b": "High", "c": "High"}[n])),
     )
     assert names == ["b", "c", "a"]
+
+
+def test_a_host_whose_heartbeat_is_late_is_the_last_choice() -> None:
+    hosts = [view("h1", mem=16384, late=True), view("h2", mem=2048), view("h3", late=True)]
+    assert choose_host(vm_spec(), hosts) == ("h2", "")
+    assert choose_host(vm_spec(preferredHosts=["h1", "h3"]), hosts) == ("h2", "")
+    # Still Up: when nothing else fits it is a target (its lease has not expired).
+    assert choose_host(vm_spec(mem=4096), hosts) == ("h1", "")

@@ -2,8 +2,11 @@
 
 Filters: Up and not in maintenance, same cluster, host selector, anti-affinity group,
 free cpu and memory, and S1's "only where it may still run" constraint.  Among the hosts
-left, the VM's preferred hosts win in their listed order; then the host with the most
-free memory (spreading the load), then the most free cpu, then the name.
+left, those whose heartbeat is on time come first: a host that has missed a renewal is
+still Up (its lease has not expired) but may be the next host of a failing rack, and a VM
+placed there waits a whole detection for nothing.  Then the VM's preferred hosts win in
+their listed order; then the host with the most free memory (spreading the load), then
+the most free cpu, then the name.  A late host is still a target when nothing else fits.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class HostView:
     cpu_free: int
     memory_free: int
     groups: frozenset[str]  # anti-affinity groups already on the host
+    late: bool = False  # Up, but its heartbeat missed a renewal
 
 
 def priority_key(name: str, spec: HAVirtualMachineSpec) -> tuple[int, str]:
@@ -69,6 +73,8 @@ def choose_host(
             continue
         reasons[why] = reasons.get(why, 0) + 1
     if fits:
+        on_time = [h for h in fits if not h.late]
+        fits = on_time or fits
         by_name = {h.name: h for h in fits}
         for pref in place.preferred_hosts:
             if pref in by_name:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hafence.api.host import HostSpec
+from hafence.api.lease import renew_interval
 from hafence.api.vm import HAVirtualMachineSpec, RuntimeStatus
 from hafence.core.transitions import Phase
 
@@ -87,6 +88,13 @@ class HostRecord:
             self.lease_seen
             and self.renewed_at is not None
             and now < self.renewed_at + self.lease_duration
+        )
+
+    def heartbeat_late(self, now: float) -> bool:
+        """No renewal for one and a half renewal intervals: at least one was missed (the
+        host may be failing; its lease has not expired yet)."""
+        return self.renewed_at is not None and now - self.renewed_at > 1.5 * renew_interval(
+            self.lease_duration
         )
 
     def lease_expiry(self) -> float | None:

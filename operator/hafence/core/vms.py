@@ -331,7 +331,7 @@ class VMBook:
         if not due:
             return
         due.sort(key=lambda v: placement.priority_key(v.name, v.spec))
-        views = self._views(hosts, {v.cluster for v in due})
+        views = self._views(hosts, {v.cluster for v in due}, now)
         for rec in due:
             target, why = placement.choose_host(
                 rec.spec, views.values(), only=rec.holder, avoid=rec.avoid
@@ -371,6 +371,7 @@ class VMBook:
                 v.cpu_free - rec.spec.resources.cpu,
                 v.memory_free - rec.spec.resources.memory_mi_b,
                 groups,
+                v.late,
             )
 
     def _unschedulable(self, rec: VMRecord, now: float, why: str) -> None:
@@ -385,7 +386,7 @@ class VMBook:
         self._dirty(rec)
 
     def _views(
-        self, hosts: Mapping[str, HostRecord], clusters: set[str]
+        self, hosts: Mapping[str, HostRecord], clusters: set[str], now: float
     ) -> dict[str, placement.HostView]:
         """Free capacity of the hosts of ``clusters``, from the VM-by-host index."""
         views = {}
@@ -408,5 +409,6 @@ class VMBook:
                 cpu_free=h.spec.capacity.cpu - cpu,
                 memory_free=h.spec.capacity.memory_mi_b - mem,
                 groups=frozenset(groups),
+                late=h.heartbeat_late(now),
             )
         return views
