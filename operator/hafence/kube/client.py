@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import http.client
 import json
 from collections.abc import Callable, Iterator
@@ -161,8 +162,17 @@ class Api:
         self.timeout = timeout
         self.page_size = page_size
         self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.coordination = client.CoordinationV1Api(api_client)
+
+    # Built on first use: importing CoreV1Api builds the models of every core kind
+    # (~0.7 s of CPU), which the agent never needs and which delayed its first
+    # heartbeat after a soft fence's restart.
+    @functools.cached_property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.client)
+
+    @functools.cached_property
+    def coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self.client)
 
     def close(self) -> None:
         self.client.close()
