@@ -9,6 +9,7 @@ wrap them in ``asyncio.to_thread``.
 from hafence.kube.client import (
     Api,
     Conflict,
+    Gone,
     KubeError,
     NotFound,
     SecretError,
@@ -20,6 +21,7 @@ from hafence.kube.client import (
 __all__ = [
     "Api",
     "Conflict",
+    "Gone",
     "KubeError",
     "NotFound",
     "SecretError",
