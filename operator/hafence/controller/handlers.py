@@ -1,4 +1,5 @@
-"""kopf registrations: raw watch events of the six watched kinds into the Reconciler.
+"""kopf registrations: raw watch events of our five kinds into the Reconciler (the
+heartbeat Leases have a leaner watch of their own, lease_watch.py).
 
 Only ``@kopf.on.event`` is used: kopf's change-detecting handlers store their progress
 in annotations on the objects, and the operator writes nothing but status (and the
@@ -20,7 +21,6 @@ from hafence.api import (
     HOST,
     VERSION,
 )
-from hafence.api.lease import COMPONENT_LABEL, HEARTBEAT_COMPONENT
 from hafence.controller.agentoptions import AgentOptionsChecker
 from hafence.controller.reconciler import Reconciler
 
@@ -61,10 +61,3 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     kopf.on.event(
         GROUP, VERSION, FENCE_AGENT.plural, registry=registry, id="check-fenceagent-options"
     )(check_options)
-    watch(
-        "Lease",
-        "coordination.k8s.io",
-        "v1",
-        "leases",
-        labels={COMPONENT_LABEL: HEARTBEAT_COMPONENT},
-    )

@@ -13,15 +13,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
 
 import kopf
 from kubernetes import config as kube_config
 
 from hafence.controller import clock, logs, pools
+from hafence.controller.backoff import ApiBackoffs
 from hafence.controller.events import EventRecorder
 from hafence.controller.handlers import register
 from hafence.controller.leader import LeaderElector
+from hafence.controller.lease_watch import LeaseWatch
 from hafence.controller.metrics import Metrics, MetricsServer
 from hafence.controller.pmhealth import PMHealth
 from hafence.controller.reconciler import Reconciler
@@ -55,31 +56,6 @@ def _kopf_login(api: Api) -> kopf.ConnectionInfo:
         scheme=scheme or None,
         token=value or None,
     )
-
-
-class ApiBackoffs:
-    """kopf's delays between tries of one API request that failed on the network or
-    with a 5xx: 0.5 s, 1 s, then every 2 s, never giving up.
-
-    kopf's default (1, 1, 2, 3, 5, 8, 13, 21: about a minute, then the error escalates)
-    is also what its watch streams use to reconnect, so after an API-server outage of
-    half a minute the watches came back up to 21 s after the server did, and an outage
-    of 35 s left them blind until 54 s.  Meanwhile the operator saw no Host, VM or
-    FenceAgent change (the leases have their own re-list, see reconciler.py).  Capped
-    at 2 s, a watch is back at most ~2 s (+ connect) after the server is; one request
-    per watched kind every 2 s while it is down is no load.  Infinite: a watch must
-    never give up, and the other requests kopf makes for us (discovery at start) have
-    nothing better to do than wait for the server.  kopf calls ``iter()`` on it for
-    every new retrying cycle (its docs: "Retrying of API errors").
-    """
-
-    FIRST = (0.5, 1.0)
-    CAP = 2.0
-
-    def __iter__(self) -> Iterator[float]:
-        yield from self.FIRST
-        while True:
-            yield self.CAP
 
 
 # A TLS handshake that hangs (a stalled path) is given up after this long and tried
@@ -187,6 +163,13 @@ async def run(settings: Settings) -> None:
         ),
         asyncio.create_task(reconciler.run(), name="reconciler"),
     ]
+    for namespace in settings.namespaces or (None,):
+        watch = LeaseWatch(
+            api,
+            namespace,
+            lambda obj, deleted: reconciler.observe("Lease", obj, deleted=deleted),
+        )
+        tasks.append(asyncio.create_task(watch.run(), name=f"lease-watch {watch.where}"))
     if settings.pm_health_interval > 0:
         tasks.append(asyncio.create_task(pm_health.run(), name="pm-health"))
     else:
