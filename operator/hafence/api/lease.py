@@ -277,7 +277,7 @@ class HeartbeatInfo:
 
     @classmethod
     def from_lease(cls, obj: Mapping[str, Any]) -> HeartbeatInfo:
-        """Parse a Lease as a camelCase dict (a watch event's object, or a client's serialized object)."""
+        """Parse a Lease as a camelCase dict (a watch event, or a serialized object)."""
         metadata = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         annotations: Mapping[str, str] = metadata.get("annotations") or {}
