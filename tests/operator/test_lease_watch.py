@@ -96,3 +96,34 @@ def test_a_watch_from_the_lists_version_sees_only_what_came_after(
     assert items[0]["spec"]["renewTime"].endswith("Z")  # raw JSON, as a watch delivers
     events = list(api.watch_leases(namespace, version, HEARTBEAT_SELECTOR, 1))
     assert [e["type"] for e in events if e["type"] != "BOOKMARK"] == []
+
+
+def test_a_backlog_behind_a_slow_consumer_is_fed_as_the_last_renewal_of_each_lease(
+    api: Api, namespace: str, heartbeats: Heartbeats
+) -> None:
+    delivered: list[tuple[str, str]] = []
+
+    async def slow(obj: dict[str, Any], deleted: bool) -> None:
+        delivered.append((obj["metadata"]["name"], obj["spec"]["renewTime"]))
+        await asyncio.sleep(1.0)  # a reconciler busy with a rack's writes
+
+    heartbeats.start("h1")
+    heartbeats.start("h2")
+
+    async def scenario() -> LeaseWatch:
+        watch = LeaseWatch(api, namespace, slow)
+        task = asyncio.create_task(watch.run())
+        try:
+            await until(lambda: watch.events >= 16, "renewals while the consumer is slow")
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return watch
+
+    watch = asyncio.run(scenario())
+    watched = len(delivered) - 2  # the list's two
+    assert watched < watch.events, (watched, watch.events)
+    for host in ("h1", "h2"):
+        times = [t for h, t in delivered if h == host]
+        assert times == sorted(times) and len(set(times)) == len(times), host

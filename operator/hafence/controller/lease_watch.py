@@ -14,7 +14,8 @@ reflector cut down to what heartbeats need:
   ``ApiBackoffs`` (0.5 s, 1 s, then every 2 s) and watches again from the last version.
 
 The stream is read on a thread of its own (the client is blocking) that hands parsed
-events to the loop; the loop feeds them in order.  A stalled stream that neither ends
+events to the loop; the loop feeds what has arrived in batches, the last event of each
+Lease only (a renewal supersedes the one before it).  A stalled stream that neither ends
 nor errs is the reconciler's to notice: it re-lists the Leases before it judges any
 lease expired (reconciler.py, ``_recheck_leases``).
 """
@@ -75,7 +76,7 @@ class LeaseWatch:
         # The last resourceVersion seen: a watch that fails mid-way resumes from here,
         # never from where it started (that would feed old renewals again).
         self.version = ""
-        self.events = 0  # watch events fed (bookmarks not counted)
+        self.events = 0  # watch events received (bookmarks not counted)
         self.lists = 0
 
     @property
@@ -152,34 +153,47 @@ class LeaseWatch:
         thread.start()
         try:
             while True:
-                item = await queue.get()
-                if isinstance(item, _End):
-                    if item.error is not None:
-                        if isinstance(item.error, KubeError):
-                            raise item.error
-                        raise KubeError(f"watch Leases in {self.where}: {item.error!r}")
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                end = next((i for i in batch if isinstance(i, _End)), None)
+                await self._events([i for i in batch if not isinstance(i, _End)])
+                if end is not None:
+                    if end.error is not None:
+                        if isinstance(end.error, KubeError):
+                            raise end.error
+                        raise KubeError(f"watch Leases in {self.where}: {end.error!r}")
                     return
-                self.version = await self._event(item) or self.version
         finally:
             stop.set()
             for resp in held:
                 abort_response(resp)
 
-    async def _event(self, event: dict[str, Any]) -> str:
-        kind = event.get("type")
-        obj = event.get("object")
-        if not isinstance(obj, dict):
-            return ""
-        if kind == "BOOKMARK":
-            return _version(obj)
-        k = _key(obj)
-        if kind == "DELETED":
-            self.known.pop(k, None)
-            await self.deliver(obj, True)
-        elif kind in ("ADDED", "MODIFIED"):
-            self.known[k] = obj
-            await self.deliver(obj, False)
-        else:
-            return ""
-        self.events += 1
-        return _version(obj)
+    async def _events(self, events: list[dict[str, Any]]) -> None:
+        """Feed a batch of events: only the last of each Lease (like kopf's per-object
+        batching; a backlog of renewals behind a busy reconciler is one input per host,
+        not one per renewal), in the order of those last events."""
+        last: dict[Key, tuple[str, dict[str, Any]]] = {}
+        for event in events:
+            kind = event.get("type")
+            obj = event.get("object")
+            if not isinstance(obj, dict):
+                continue
+            version = _version(obj)
+            if kind == "BOOKMARK":
+                self.version = version or self.version
+                continue
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                continue
+            k = _key(obj)
+            last.pop(k, None)  # re-inserted: ordered by the last event
+            last[k] = (kind, obj)
+            self.version = version or self.version
+            self.events += 1
+        for k, (kind, obj) in last.items():
+            if kind == "DELETED":
+                self.known.pop(k, None)
+                await self.deliver(obj, True)
+            else:
+                self.known[k] = obj
+                await self.deliver(obj, False)
