@@ -119,13 +119,21 @@ class Reconciler:
             await self.feed(namespace, inputs_for(kind, current, clock.now()))
 
     async def feed(self, namespace: str, inputs: Iterable[m.Input]) -> None:
+        wake = False
         async with self._lock(namespace):
             engine = self.engines.get(namespace)
             if engine is None:
                 return
             for inp in inputs:
-                await self._run(namespace, engine.handle(inp))
-        self._wake.set()
+                actions = engine.handle(inp)
+                # A renewal that changes nothing only moves its host's expiry later: the
+                # monitor's next tick (MAX_SLEEP at most) is soon enough.  Waking it for
+                # each one ran a tick of every host and VM per renewal -- most of the
+                # operator's CPU at scale (bench/README.md, Scale (shell)).
+                wake = wake or bool(actions) or not isinstance(inp, m.LeaseObserved)
+                await self._run(namespace, actions)
+        if wake:
+            self._wake.set()
 
     async def _feed_one(self, namespace: str, inp: m.Input) -> None:
         self.outages.result(namespace, inp)
