@@ -62,7 +62,11 @@ def test_policy_applies_live_and_a_second_one_is_ignored(
         lambda: status(api, "Host", namespace, victim).get("phase") == "Isolated",
         what=f"{victim} Isolated: fencing disabled asks for a person",
     )
-    assert "FenceSkippedDisabled" in events(api, namespace, victim)
+    # Events are posted on their own pool after the status write: wait, not assert.
+    wait_for(
+        lambda: "FenceSkippedDisabled" in events(api, namespace, victim),
+        what="the FenceSkippedDisabled Event",
+    )
     conds = {c["type"]: c for c in status(api, "Host", namespace, victim)["conditions"]}
     assert conds["FencingAllowed"]["status"] == "False"
     assert conds["FencingAllowed"]["reason"] == "FenceSkippedDisabled"
