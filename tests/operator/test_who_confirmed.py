@@ -186,8 +186,17 @@ def test_the_annotation_path_records_the_annotating_user(
             what="confirmation status names alice",
         )
         assert st["phase"] == "Applied" and st["confirmedBy"] == "alice"
-        left = annotations(api, "Host", ns, victim)
-        assert "hafence.io/confirm-rebooted" not in left
+        # The operator creates the confirmation, then removes the annotation (a Host
+        # whose status moved in between is patched again on its next event): the
+        # confirmation may be applied before the annotation is gone.
+        left = wait_for(
+            lambda: (
+                (a := annotations(api, "Host", ns, victim)).get("hafence.io/confirm-rebooted")
+                is None
+                and [a]
+            ),
+            what="the confirm annotation removed",
+        )[0]
         assert "hafence.io/confirm-rebooted-by" not in left
 
         def proof() -> dict[str, Any] | None:
