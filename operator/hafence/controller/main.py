@@ -37,16 +37,7 @@ def _kopf_login(api: Api) -> kopf.ConnectionInfo:
     """kopf connects with the very credentials our client loaded (kubeconfig or
     in-cluster): one source of truth, and kopf's own lookup ignores --kubeconfig."""
     cfg = api.client.configuration
-    # The client keeps a kubeconfig's or the service account's token under
-    # "BearerToken" (older releases: "authorization"), with its prefix apart.
-    token = ""
-    for name in ("BearerToken", "authorization"):
-        if (cfg.api_key or {}).get(name):
-            token = cfg.get_api_key_with_prefix(name) or ""
-            break
-    scheme, _, value = token.partition(" ")
-    if not value:  # no prefix configured: a bare token
-        scheme, value = ("Bearer", scheme) if scheme else ("", "")
+    scheme, value = api.credentials()
     return kopf.ConnectionInfo(
         server=cfg.host,
         ca_path=cfg.ssl_ca_cert,

@@ -209,6 +209,20 @@ class Api:
     def close(self) -> None:
         self.client.close()
 
+    def credentials(self) -> tuple[str, str]:
+        """(scheme, token) of the Authorization header this client sends; ("", "")
+        without one (client certificates).  The client keeps a kubeconfig's or the
+        service account's token under "BearerToken" (older releases: "authorization"),
+        with its prefix apart; reading it runs the client's refresh hook."""
+        cfg = self.client.configuration
+        for name in ("BearerToken", "authorization"):
+            if (cfg.api_key or {}).get(name):
+                scheme, _, value = (cfg.get_api_key_with_prefix(name) or "").partition(" ")
+                if not value:  # no prefix configured: a bare token
+                    return ("Bearer", scheme) if scheme else ("", "")
+                return scheme, value
+        return "", ""
+
     # -- our kinds -----------------------------------------------------------------
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         try:
@@ -458,11 +472,9 @@ class Api:
         """GET ``path`` with the client's credentials; the unread urllib3 response."""
         cfg = self.client.configuration
         headers = {"Accept": "application/json", "User-Agent": self.client.user_agent}
-        for name in ("BearerToken", "authorization"):
-            token = cfg.get_api_key_with_prefix(name)
-            if token:
-                headers["Authorization"] = token
-                break
+        scheme, token = self.credentials()
+        if token:
+            headers["Authorization"] = f"{scheme} {token}"
         url = cfg.host + path + "?" + urllib.parse.urlencode(query)
         resp = self.client.rest_client.pool_manager.request(
             "GET", url, headers=headers, preload_content=False, timeout=_timeout(timeout)
