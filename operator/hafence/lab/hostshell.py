@@ -27,8 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hafence.lab.ports import free_port
-
-SSHD = "/usr/sbin/sshd"
+from hafence.lab.sshd import SSHD, ensure_privsep_dir
 
 # The forced command: stdlib only, run by sshd with the lab's Python.
 _SHELL = r"""
@@ -138,9 +137,7 @@ class HostShells:
                 ]
             )
         )
-        if os.geteuid() == 0:
-            # sshd's privilege separation directory; Debian's unit creates it at boot.
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        ensure_privsep_dir()
         if not Path(SSHD).exists():
             raise RuntimeError(f"{SSHD} not found: install Debian's openssh-server")
         log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 - owned by the child

@@ -23,6 +23,13 @@ from hafence.lab.processes import stop_process_group
 SSHD = "/usr/sbin/sshd"
 
 
+def ensure_privsep_dir() -> None:
+    """sshd refuses to start without its privilege separation directory, which
+    Debian's unit creates at boot: a fresh machine that never ran the unit lacks it."""
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+
+
 def keygen(path: Path, kind: str = "ed25519") -> tuple[str, str]:
     """(private key text, public key 'TYPE BASE64') written at ``path``/``path``.pub."""
     subprocess.run(
@@ -72,6 +79,7 @@ class Sshd:
             "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel ERROR\n"
             f"AllowUsers {self.user}\n{self.extra_config}\n"
         )
+        ensure_privsep_dir()
         self.proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(config)],
             stdout=subprocess.DEVNULL,
