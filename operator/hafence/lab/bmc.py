@@ -29,6 +29,7 @@ import pyghmi.ipmi.bmc as pyghmi_bmc
 import pyghmi.ipmi.private.serversession as serversession
 import pyghmi.ipmi.private.session as ipmisession
 
+from hafence.fencing import pyghmi_io
 from hafence.lab.ports import free_udp_port
 from hafence.lab.power import PowerCallback, SimulatedPower
 
@@ -156,6 +157,9 @@ def _ensure_anchor() -> None:
     wake-up is lost and every BMC in the process goes deaf.  An anchor socket that
     outlives all farms keeps the wake-up working.
     """
+    # A real BMC answers at once; without this the simulator's own waits lose
+    # wake-ups like the client's do.
+    pyghmi_io.install()
     if ipmisession.iosockets:
         return
     if ipmisession.myself is None:
