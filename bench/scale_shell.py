@@ -23,6 +23,7 @@ fenced host powered on again boots (its agent returns with a new boot ID).
 
     .venv/bin/python bench/scale_shell.py [--hosts 1000] [--vms-per-host 10] [--rack 50]
         [--cluster-size 50] [--warmup 20] [--steady 60] [--operator-arg=--policy=K=V]
+        [--py-spy stacks.txt]
 
 Prints a Markdown block for bench/README.md ("Scale (shell)").  A figure, not a test.
 """
@@ -484,6 +485,8 @@ async def bench(args: argparse.Namespace, cp: ControlPlane, work: Path) -> list[
             rss.append(rss_mib(operator.pid))
         c1, w1 = cpu_seconds(operator.pid), time.monotonic()
         a1, l1 = await apiserver_requests(wire), (await loadgen.ask({"cmd": "stats"}))
+        if args.py_spy:  # after the window: the sampler's own cost stays out of it
+            await profile(operator.pid, args.steady, args.py_spy)
         window = w1 - w0
         other_cpu = {n: 100 * (cpu_seconds(p) - c) / window for n, (p, c) in others.items()}
         ops = operator_share(a0, a1, l0["requests"], l1["requests"])
@@ -680,6 +683,29 @@ async def count_events(wire: Wire) -> tuple[int, int]:
     return len(items), sum(int(i.get("count") or 1) for i in items)
 
 
+async def profile(pid: int, seconds: float, out: Path) -> None:
+    """py-spy's collapsed stacks of the steady operator (``--py-spy``)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    proc = await asyncio.create_subprocess_exec(
+        str(spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        "raw",
+        "--rate",
+        "200",
+        "--output",
+        str(out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    await proc.wait()
+    print(f"# py-spy: collapsed stacks of {seconds:.0f} s in {out}", file=sys.stderr)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hosts", type=int, default=1000)
@@ -690,6 +716,12 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=20.0)
     p.add_argument("--steady", type=float, default=60.0)
     p.add_argument("--rack-timeout", type=float, default=300.0)
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        help="after the steady window, record the operator's stacks for as long into "
+        "this file (py-spy's collapsed format; pip install py-spy)",
+    )
     p.add_argument(
         "--operator-arg", action="append", default=[], help="passed to `hafence operator`"
     )
