@@ -16,8 +16,9 @@ Why a process and not a thread: pyghmi's client keeps global session state and a
 thread shared by every session; concurrent logins from several threads to several
 BMCs stall each other (measured: a 3-PDU group timing out), and a thread stuck in
 pyghmi cannot be stopped.  Each worker installs :mod:`hafence.fencing.pyghmi_io`,
-which mends pyghmi's lost wake-up (a reply read before its caller waits for it).  A process per operation isolates each BMC and is killed
-at our timeout (the parent bounds every answer).  Start-up costs about 0.1-0.2 s.
+which mends pyghmi's lost wake-up (a reply read before its caller waits for it).
+A process per operation isolates each BMC and is killed at our timeout (the parent
+bounds every answer).  Start-up costs about 0.1-0.2 s.
 """
 
 from __future__ import annotations
