@@ -58,10 +58,17 @@ def io_wait(timeout: float, myaddr: Hashable | None = None, evq: Any = None) -> 
     if deadline < _session.selectdeadline:
         # The I/O thread sleeps in select() until a later deadline: break in so it
         # serves ours (as pyghmi does).
-        wake = _session.iosockets[0]
-        wake = getattr(wake, "fd", wake)
-        wake.sendto(b"\x01", (_session.myself, _session.iosockets[0].getsockname()[1]))
+        wake_io_thread()
     evt.wait()
+
+
+def wake_io_thread() -> None:
+    """Break pyghmi's I/O thread out of select(): a byte to its first socket, which
+    it reads and drops (as pyghmi itself does); nothing to wake before any socket."""
+    if not _session.iosockets:
+        return
+    first = _session.iosockets[0]
+    getattr(first, "fd", first).sendto(b"\x01", (_session.myself, first.getsockname()[1]))
 
 
 def install() -> None:

@@ -17,6 +17,7 @@ they do against real BMCs that lack SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -171,12 +172,8 @@ def _ensure_anchor() -> None:
 
 
 def _wake_io_thread() -> None:
-    if ipmisession.iosockets:
-        wake = ipmisession.iosockets[0]
-        try:
-            wake.sendto(b"\x01", (ipmisession.myself, wake.getsockname()[1]))
-        except OSError:
-            pass
+    with contextlib.suppress(OSError):  # its socket is gone: nothing left to wake
+        pyghmi_io.wake_io_thread()
 
 
 @dataclass
