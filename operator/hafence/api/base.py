@@ -29,7 +29,11 @@ def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
 
 class Model(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=False,
+        defer_build=True,
     )
 
     def to_k8s(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from hafence.fencing.drivers import build_driver
 from hafence.fencing.errors import FenceError
 from hafence.fencing.protocol import Credentials, FenceResult
 from hafence.fencing.resolve import load_credentials
+from hafence.fencing.ssh import soft_fence  # paramiko loaded at start, not in a timed step
 from hafence.kube import Api, KubeError
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,6 @@ class PowerOps:
         spec = HostSpec.model_validate(host["spec"])
         if spec.ssh is None:
             return result(False, "no spec.ssh: soft fencing not configured")
-        from hafence.fencing.ssh import soft_fence  # paramiko: loaded when first needed
-
         try:
             target = await self.ssh.of_host(action.host, spec)
             outcome = await soft_fence(
