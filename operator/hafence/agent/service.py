@@ -414,15 +414,6 @@ class Agent:
                 self._host_read_at = time.monotonic()
             except Exception as exc:
                 log.warning("re-reading Host: %s", str(exc).splitlines()[0][:200])
-        if self.peer_checker is not None and (
-            not self.peers or time.monotonic() - self._peers_read_at > self.cfg.peer_refresh
-        ):
-            self._peers_read_at = time.monotonic()
-            try:
-                self.peers = await asyncio.to_thread(self._list_peers)
-            except Exception as exc:
-                level = logging.WARNING if self.swept else logging.DEBUG
-                log.log(level, "listing peers: %s", str(exc).splitlines()[0][:200])
         timeout = self.watchdog.armed_timeout
         declared = self.declaration()
         annotations = lease_annotations(
@@ -445,6 +436,8 @@ class Agent:
             self.swept = False
             return False
         self.renewals += 1
+        if self.renewals == 1:
+            log.info("heartbeat: first lease renewal landed (ready=%s)", self.swept)
         self._last_renewal = started
         self.watchdog.renewed(started)
         if release:
@@ -452,6 +445,17 @@ class Agent:
             self.watchdog.release()
         if timeout is not None:
             self._persist_host()
+        # After the renewal, not before: a restarted agent's first heartbeat is what
+        # ends a soft fence, and the peers only matter once the API server is gone.
+        if self.peer_checker is not None and (
+            not self.peers or time.monotonic() - self._peers_read_at > self.cfg.peer_refresh
+        ):
+            self._peers_read_at = time.monotonic()
+            try:
+                self.peers = await asyncio.to_thread(self._list_peers)
+            except Exception as exc:
+                level = logging.WARNING if self.swept else logging.DEBUG
+                log.log(level, "listing peers: %s", str(exc).splitlines()[0][:200])
         return True
 
     def peer_endpoint(self) -> str | None:
