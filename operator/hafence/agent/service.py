@@ -434,6 +434,7 @@ class Agent:
             if self.swept:
                 log.warning("lost contact with the API server: %s", str(exc).splitlines()[0][:200])
             self.swept = False
+            await self._refresh_peers()
             return False
         self.renewals += 1
         if self.renewals == 1:
@@ -445,18 +446,23 @@ class Agent:
             self.watchdog.release()
         if timeout is not None:
             self._persist_host()
-        # After the renewal, not before: a restarted agent's first heartbeat is what
-        # ends a soft fence, and the peers only matter once the API server is gone.
-        if self.peer_checker is not None and (
-            not self.peers or time.monotonic() - self._peers_read_at > self.cfg.peer_refresh
-        ):
-            self._peers_read_at = time.monotonic()
-            try:
-                self.peers = await asyncio.to_thread(self._list_peers)
-            except Exception as exc:
-                level = logging.WARNING if self.swept else logging.DEBUG
-                log.log(level, "listing peers: %s", str(exc).splitlines()[0][:200])
+        await self._refresh_peers()
         return True
+
+    async def _refresh_peers(self) -> None:
+        """Re-list the peers when due: after the renewal, whether or not it landed (a
+        restarted agent's first renewal is what ends a soft fence; the peers matter only
+        once the API server is gone)."""
+        if self.peer_checker is None or (
+            self.peers and time.monotonic() - self._peers_read_at <= self.cfg.peer_refresh
+        ):
+            return
+        self._peers_read_at = time.monotonic()
+        try:
+            self.peers = await asyncio.to_thread(self._list_peers)
+        except Exception as exc:
+            level = logging.WARNING if self.swept else logging.DEBUG
+            log.log(level, "listing peers: %s", str(exc).splitlines()[0][:200])
 
     def peer_endpoint(self) -> str | None:
         if self.peer_server is None:
