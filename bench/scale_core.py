@@ -46,7 +46,9 @@ from hafence.core.fencing_plan import AgentResult
 
 LEASE = 10.0
 RENEW = LEASE / 3  # the agent's renewal interval (production)
-TICK = 0.5  # the shell's MAX_SLEEP: it ticks at least this often
+# The shell ticks at deadlines and wakes (MAX_SLEEP 5 s at most); a tick every 0.5 s,
+# as it once did, is a ceiling on what its ticks cost.
+TICK = 0.5
 FENCE_STEP = 1.0  # simulated seconds a BMC takes per operation
 SOFT_FENCE = 10.0  # simulated seconds before SSH to a hung host times out
 

@@ -9,6 +9,7 @@ from tests.core.core_helpers import (
     Rig,
     answer,
     cluster,
+    host_spec,
     keep_alive,
     last,
     outage_checked,
@@ -205,6 +206,24 @@ def test_next_deadline_points_at_the_grace_end() -> None:
     assert rig.engine.next_deadline(0.0) == LEASE
     rig.tick(LEASE)
     assert rig.engine.next_deadline(LEASE) == LEASE + 10
+
+
+def test_a_renewal_that_moves_no_deadline_earlier_lets_the_shell_sleep() -> None:
+    """Engine.wakes: what the operator's monitor ticks for between deadlines."""
+    rig = Rig(connecting_grace=10, connecting_grace_per_vm=0)
+    cluster(rig, n=2)
+    rig.tick(0.0)
+    scheduled = rig.engine.next_deadline(0.0)
+    assert scheduled == LEASE
+    # A routine renewal pushes its host's expiry later: no tick needed before LEASE.
+    ev = m.LeaseObserved(3.0, "h1", 3.0, LEASE, "b1", None, True)
+    assert not rig.engine.wakes(ev, rig.feed(ev), scheduled)
+    # A renewal with a much shorter lease brings its expiry before what was scheduled.
+    short = m.LeaseObserved(4.0, "h2", 4.0, 2.0, "b1", None, True)
+    assert rig.engine.wakes(short, rig.feed(short), scheduled)
+    # Any other input, or any input that acted, always wakes it.
+    assert rig.engine.wakes(m.HostObserved(5.0, "h1", host_spec()), [], scheduled)
+    assert rig.engine.wakes(ev, [m.Alert("k", True, "x")], scheduled)
 
 
 def test_host_without_ssh_skips_soft_fencing_and_goes_on_to_fencing() -> None:

@@ -14,6 +14,8 @@ is fresh) and flags any breach as it happens; these tests generate the failures:
 
 from __future__ import annotations
 
+import difflib
+
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -118,6 +120,26 @@ def test_random_failures_never_break_safety_and_every_ha_vm_ends_running(
         assert where == [status.host], f"{name} runs on {where}\n" + explain(sim)
     for name, st_ in sim.host_status.items():
         assert st_.phase == "Up", f"{name} ended {st_.phase}\n" + explain(sim)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(timed)
+def test_ticking_only_when_woken_or_due_changes_nothing(cmds: list[tuple[int, str]]) -> None:
+    """The operator ticks the core only when an input wakes it (``Engine.wakes``) or at
+    its ``next_deadline``; the simulator ticks every second.  Same log either way, or
+    the core depends on a time ``next_deadline`` does not name (and the operator would
+    act up to its MAX_SLEEP late)."""
+    text = SETUP + "".join(f"at {t} {c}\n" for t, c in cmds)
+    text += f"at {HEAL_AT} heal\nrun {HEAL_AT + SETTLE}\n"
+    runs = []
+    for ticks in ("every-second", "deadline"):
+        sim = Simulation(parse_scenario(text), ticks)  # type: ignore[arg-type]
+        sim.run()
+        runs.append(sim.lines)
+    every, deadline = runs
+    assert deadline == every, "\n".join(
+        difflib.unified_diff(every, deadline, "every second", "at deadlines", lineterm="")
+    )
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -47,3 +47,11 @@ def test_scenario_matches_golden_log(name: str) -> None:
         assert sim.violations, f"{name} says expect-violations but shows none"
     else:
         assert sim.violations == [], sim.violations
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_logs_the_same_ticked_only_when_woken_or_due(name: str) -> None:
+    """As the operator ticks (tests/core/test_properties.py says why it matters)."""
+    text = (HERE / name / "cmds").read_text()
+    every = run_scenario(text).lines
+    assert run_scenario(text, "deadline").lines == every

@@ -124,30 +124,63 @@ class Engine:
         if self.quiet_until is not None:
             times.append(self.quiet_until)
         for h in self.hosts.values():
-            exp = h.lease_expiry()
-            if exp is not None:
-                times.append(exp)
-                if h.outage_start is not None:
-                    times.append(h.outage_start + self.settings.grace(self.vm_count(h.name)))
-                if h.watchdog_timeout is not None:
-                    times.append(
-                        exp
-                        + peer_check_window(h.lease_duration)
-                        + 2 * max(h.watchdog_timeout, h.spec.self_fencing.watchdog_timeout_seconds)
-                        + self.settings.self_fence_safety_margin
-                    )
-            if h.step == "soft-fence-wait" and h.step_since is not None:
-                times.append(h.step_since + self.settings.soft_fence_timeout)
-            if h.next_retry is not None:
-                times.append(h.next_retry)
-            if h.op_deadline is not None:
-                times.append(h.op_deadline)
+            times += self._host_deadlines(h)
         times.extend(at for _, at, _ in self._unwritten.values() if at != math.inf)
         for v in self.vmbook.vms.values():
             if v.phase == "Pending" and v.next_placement is not None:
                 times.append(v.next_placement)
         future = [t for t in times if t > now]
         return min(future) if future else None
+
+    def _host_deadlines(self, h: HostRecord) -> list[float]:
+        """The times at which the passing of time alone may change what ``h`` needs."""
+        times: list[float] = []
+        exp = h.lease_expiry()
+        if exp is not None:
+            times.append(exp)
+            if h.outage_start is not None:
+                times.append(h.outage_start + self.settings.grace(self.vm_count(h.name)))
+            if h.watchdog_timeout is not None:
+                fires_within = 2 * max(
+                    h.watchdog_timeout, h.spec.self_fencing.watchdog_timeout_seconds
+                )
+                margin = self.settings.self_fence_safety_margin
+                times.append(exp + peer_check_window(h.lease_duration) + fires_within + margin)
+                if h.outage_start is not None:
+                    # The proof also waits for its peers to have been fresh long enough
+                    # (triggers.self_fence_proven).
+                    times += [
+                        p.fresh_since + h.lease_duration + fires_within + margin
+                        for p in self.hosts.values()
+                        if p.fresh_since is not None
+                        and p.name != h.name
+                        and p.spec.cluster == h.spec.cluster
+                    ]
+        if h.step == "soft-fence-wait" and h.step_since is not None:
+            times.append(h.step_since + self.settings.soft_fence_timeout)
+        if h.next_retry is not None:
+            times.append(h.next_retry)
+        if h.op_deadline is not None:
+            times.append(h.op_deadline)
+        return times
+
+    def wakes(self, ev: m.Input, actions: list[m.Action], scheduled: float | None) -> bool:
+        """Whether a shell that sleeps until ``scheduled`` (``next_deadline`` after its
+        last tick; None: until an input) must tick now, having handled ``ev``.
+
+        Only a renewal that produced nothing lets it sleep on, and only when none of its
+        host's deadlines moved before ``scheduled``: at a thousand hosts, a tick of
+        every host and VM per renewal was most of the operator's CPU (bench/README.md,
+        Scale (shell)), and a renewal nearly always moves its host's deadlines later.
+        """
+        if actions or not isinstance(ev, m.LeaseObserved):
+            return True
+        h = self.hosts.get(ev.host)
+        if h is None:
+            return False
+        return any(
+            t > ev.now and (scheduled is None or t < scheduled) for t in self._host_deadlines(h)
+        )
 
     # ------------------------------------------------------------ inputs
 

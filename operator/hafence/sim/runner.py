@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable
+from typing import Literal
 
 from hafence.api.confirmation import FenceConfirmationSpec, FenceConfirmationStatus
 from hafence.api.fenceagent import KDUMP_TYPES, FenceAgentSpec
@@ -46,9 +47,20 @@ def _host_spec(h: VHost) -> HostSpec:
     return HostSpec.model_validate(spec)
 
 
+Ticks = Literal["every-second", "deadline"]
+
+
 class Simulation:
-    def __init__(self, scenario: Scenario) -> None:
+    """``ticks="every-second"`` ticks the core every simulated second; ``"deadline"``
+    ticks it as the operator does: when an input wakes it (``Engine.wakes``) or its
+    ``next_deadline`` has come.  The same scenario must log the same in both: a time
+    the core depends on and ``next_deadline`` misses would show as a difference."""
+
+    def __init__(self, scenario: Scenario, ticks: Ticks = "every-second") -> None:
         self.sc = scenario
+        self.ticks = ticks
+        self._wake = True
+        self._scheduled: float | None = None
         self.sim = {**SIM_DEFAULTS, **scenario.sim}
         values = {SETTINGS_KEYS[k]: v for k, v in scenario.settings.items()}
         for k in ("max_concurrent_fences", "vm_retry_fast_count", "max_failed_restarts"):
@@ -118,10 +130,13 @@ class Simulation:
     def feed(self, ev: m.Input) -> None:
         if self.engine_down_until is not None:
             return
-        self.execute(self.engine.handle(ev))
+        actions = self.engine.handle(ev)
+        self._wake = self._wake or self.engine.wakes(ev, actions, self._scheduled)
+        self.execute(actions)
 
     def start_engine(self) -> None:
         self.engine = Engine(self.settings)
+        self._wake = True
         self.feed(m.OperatorStarted(self.now))
         for name, spec in self.host_specs.items():
             self.feed(
@@ -410,6 +425,14 @@ class Simulation:
 
     # ------------------------------------------------------------ the loop
 
+    def _tick(self) -> None:
+        due = self._scheduled is not None and self._scheduled <= self.now
+        if self.ticks == "deadline" and not (self._wake or due):
+            return
+        self._wake = False
+        self.execute(self.engine.tick(self.now))
+        self._scheduled = self.engine.next_deadline(self.now)
+
     def run(self) -> str:
         self.log(
             "sim",
@@ -428,7 +451,7 @@ class Simulation:
                 _, _, gen, ev = heapq.heappop(self.pending)
                 if gen == self.generation:
                     self.feed(ev.__class__(**{**ev.__dict__, "now": self.now}))
-            self.execute(self.engine.tick(self.now))
+            self._tick()
             self.world.check_split_brain()
         self.log(
             "sim",
@@ -445,8 +468,8 @@ class Simulation:
         return "\n".join(self.lines) + "\n"
 
 
-def run_scenario(text: str) -> Simulation:
+def run_scenario(text: str, ticks: Ticks = "every-second") -> Simulation:
     """Parse and run a scenario (the text of a ``cmds`` file); the caller reads files."""
-    sim = Simulation(parse_scenario(text))
+    sim = Simulation(parse_scenario(text), ticks)
     sim.run()
     return sim
