@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,6 +69,42 @@ CLOSED_UDP_PORT = 9  # discard: FenceAgents of hosts that never fail are never a
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid``, by thread id."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python's names of the threads of ``pid`` (py-spy dump; empty without py-spy):
+    Python 3.11 does not name its threads for the kernel."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return {}
+    dump = subprocess.run(
+        [str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+    )
+    found = re.findall(r'^Thread (0x[0-9a-fA-F]+|\d+) \([^)]*\): "([^"]*)"', dump.stdout, re.M)
+    return {int(tid, 0): re.sub(r"[_-]?\d+$", "", name) for tid, name in found}
+
+
+def threads_pct(
+    pid: int, before: dict[int, float], after: dict[int, float], window: float
+) -> dict[str, float]:
+    """% of one core per Python thread name (a pool's threads summed) over a window."""
+    names = thread_names(pid)
+    out: dict[str, float] = defaultdict(float)
+    for tid, cpu in after.items():
+        out[names.get(tid, "?")] += 100 * (cpu - before.get(tid, 0.0)) / window
+    return {n: round(v, 2) for n, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05}
 
 
 def rss_mib(pid: int) -> float:
@@ -219,6 +256,16 @@ async def populate(
 
 _METRIC = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def operator_ticks(port: int) -> float:
+    """hafence_monitor_ticks_total from the operator's own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith("hafence_monitor_ticks_total "):
+            return float(line.split()[1])
+    return 0.0
 
 
 async def apiserver_requests(wire: Wire) -> Counter[str]:
@@ -472,6 +519,7 @@ async def bench(args: argparse.Namespace, cp: ControlPlane, work: Path) -> list[
         # -- steady window ------------------------------------------------------------
         a0, l0 = await apiserver_requests(wire), (await loadgen.ask({"cmd": "stats"}))
         c0, w0 = cpu_seconds(operator.pid), time.monotonic()
+        k0, t0 = operator_ticks(metrics_port), thread_cpu(operator.pid)
         api_pid = cp.apiserver.pid if cp.apiserver else None
         etcd_pid = cp.etcd.pid if cp.etcd else None
         others = {
@@ -484,6 +532,7 @@ async def bench(args: argparse.Namespace, cp: ControlPlane, work: Path) -> list[
             await asyncio.sleep(1)
             rss.append(rss_mib(operator.pid))
         c1, w1 = cpu_seconds(operator.pid), time.monotonic()
+        k1, t1 = operator_ticks(metrics_port), thread_cpu(operator.pid)
         a1, l1 = await apiserver_requests(wire), (await loadgen.ask({"cmd": "stats"}))
         if args.py_spy:  # after the window: the sampler's own cost stays out of it
             await profile(operator.pid, args.steady, args.py_spy)
@@ -499,6 +548,8 @@ async def bench(args: argparse.Namespace, cp: ControlPlane, work: Path) -> list[
                 {
                     "operator_cpu_pct": round(100 * (c1 - c0) / window, 2),
                     "operator_rss_mib": max(rss),
+                    "operator_ticks_per_s": round((k1 - k0) / window, 2),
+                    "operator_threads_pct": threads_pct(operator.pid, t0, t1, window),
                     "operator_writes_per_s": round(op_writes / window, 3),
                     "operator": {k: round(v / window, 3) for k, v in ops.items()},
                     "beside": other_cpu,
@@ -697,6 +748,7 @@ async def profile(pid: int, seconds: float, out: Path) -> None:
         "raw",
         "--rate",
         "200",
+        "--gil",  # only the thread holding the GIL: where the CPU goes, not who waits
         "--output",
         str(out),
         stdout=subprocess.DEVNULL,

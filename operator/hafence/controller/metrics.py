@@ -160,6 +160,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.ticks = Counter(
+            "hafence_monitor_ticks",
+            "Ticks of the core (each evaluates every host and VM of a datacenter).",
+            registry=r,
+        )
         self.leader = Gauge("hafence_leader", "1 while this replica leads, else 0.", registry=r)
         self.leader_epoch = Gauge(
             "hafence_leader_epoch", "Latest leader epoch seen on the leader Lease.", registry=r

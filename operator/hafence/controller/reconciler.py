@@ -320,6 +320,7 @@ class Reconciler:
         # Cleared before, not after: an input handled while this tick awaits its writes
         # must wake the next one.
         self._wake.clear()
+        self.metrics.ticks.inc()
         now = clock.now()
         deadlines: list[float] = []
         for namespace in list(self.engines):
