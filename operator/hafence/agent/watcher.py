@@ -80,8 +80,6 @@ class VMWatcher:
                         return
                     kind = event.get("type", "")
                     obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        raise RuntimeError(f"watch error: {obj.get('message', obj)}")
                     new_rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if new_rv:
                         rv = str(new_rv)

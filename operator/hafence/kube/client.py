@@ -131,6 +131,23 @@ def _wrap(exc: BaseException, what: str) -> KubeError:
     return KubeError(message, exc.status)
 
 
+def _path(kind: str, namespace: str | None, name: str = "") -> str:
+    """The resource path of one of our kinds (all namespaces: ``namespace`` None)."""
+    plural = _PLURALS[kind].plural
+    where = "" if namespace is None else f"/namespaces/{urllib.parse.quote(namespace, safe='')}"
+    item = f"/{urllib.parse.quote(name, safe='')}" if name else ""
+    return f"/apis/{GROUP}/{VERSION}{where}/{plural}{item}"
+
+
+def _selectors(label_selector: str, field_selector: str) -> builtins.list[tuple[str, str]]:
+    out = []
+    if label_selector:
+        out.append(("labelSelector", label_selector))
+    if field_selector:
+        out.append(("fieldSelector", field_selector))
+    return out
+
+
 def _leases_path(namespace: str | None) -> str:
     if namespace is None:
         return "/apis/coordination.k8s.io/v1/leases"
@@ -187,13 +204,23 @@ def load_api(kubeconfig: str | None = None, *, timeout: float = 10.0) -> Api:
 
 
 class Api:
+    """Our kinds as plain JSON over the client's connection pool and credentials.
+
+    Not through the generated ``CustomObjectsApi``: its module takes 0.1-0.2 s to import
+    (a pydantic ``validate_call`` per method), on the path of a restarted agent's first
+    heartbeat, and each call validates its arguments; our kinds are dicts either way."""
+
     def __init__(
         self, api_client: client.ApiClient, timeout: float = 10.0, page_size: int = PAGE_SIZE
     ) -> None:
         self.client = api_client
         self.timeout = timeout
         self.page_size = page_size
-        self.custom = client.CustomObjectsApi(api_client)
+
+    @functools.cached_property
+    def custom(self) -> client.CustomObjectsApi:
+        """The generated client, for callers that want its models (tests, benches)."""
+        return client.CustomObjectsApi(self.client)
 
     # Built on first use: importing CoreV1Api builds the models of every core kind
     # (~0.7 s of CPU), which the agent never needs and which delayed its first
@@ -225,18 +252,9 @@ class Api:
 
     # -- our kinds -----------------------------------------------------------------
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                _PLURALS[kind].plural,
-                name,
-                _request_timeout=self.timeout,
-            )
-        except _FAILURES as exc:
-            raise _wrap(exc, f"get {kind} {namespace}/{name}") from None
-        return obj
+        return self._json(
+            "GET", _path(kind, namespace, name), what=f"get {kind} {namespace}/{name}"
+        )
 
     def list(
         self,
@@ -251,45 +269,23 @@ class Api:
         never holds more than a page, so neither the API server nor we build a 10,000-VM
         response at once.  The pages are one snapshot (the first page's
         resourceVersion), and the result is one list object, as an unpaginated list."""
-        plural = _PLURALS[kind].plural
         what = f"list {kind} in {namespace or 'all namespaces'}"
 
         def page(token: str) -> dict[str, Any]:
-            kwargs: dict[str, Any] = {
-                "label_selector": label_selector,
-                "field_selector": field_selector,
-                "limit": page_size or self.page_size,
-                "_request_timeout": self.timeout,
-            }
+            query = [("limit", str(page_size or self.page_size))]
+            query += _selectors(label_selector, field_selector)
             if token:
-                kwargs["_continue"] = token
-            if namespace is None:
-                out: dict[str, Any] = self.custom.list_cluster_custom_object(
-                    GROUP, VERSION, plural, **kwargs
-                )
-            else:
-                out = self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, **kwargs
-                )
-            return out
+                query.append(("continue", token))
+            return self._json("GET", _path(kind, namespace), query, what=what)
 
-        return call(what, _paginate, page)
+        return _paginate(page)
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, **body}
-        try:
-            obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                _PLURALS[kind].plural,
-                body,
-                _request_timeout=self.timeout,
-            )
-        except _FAILURES as exc:
-            name = body.get("metadata", {}).get("name", "?")
-            raise _wrap(exc, f"create {kind} {namespace}/{name}") from None
-        return obj
+        name = body.get("metadata", {}).get("name", "?")
+        return self._json(
+            "POST", _path(kind, namespace), body=body, what=f"create {kind} {namespace}/{name}"
+        )
 
     def patch(
         self,
@@ -307,41 +303,16 @@ class Api:
                 **patch,
                 "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version},
             }
-        plural = _PLURALS[kind].plural
-        fn = (
-            self.custom.patch_namespaced_custom_object_status
-            if status
-            else self.custom.patch_namespaced_custom_object
+        return self._json(
+            "PATCH",
+            _path(kind, namespace, name) + ("/status" if status else ""),
+            body=patch,
+            content_type="application/merge-patch+json",
+            what=f"patch {kind}{'/status' if status else ''} {namespace}/{name}",
         )
-        try:
-            obj: dict[str, Any] = fn(
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                patch,
-                _request_timeout=self.timeout,
-                _content_type="application/merge-patch+json",
-            )
-        except _FAILURES as exc:
-            raise _wrap(
-                exc, f"patch {kind}{'/status' if status else ''} {namespace}/{name}"
-            ) from None
-        return obj
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        try:
-            self.custom.delete_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                _PLURALS[kind].plural,
-                name,
-                _request_timeout=self.timeout,
-            )
-        except _FAILURES as exc:
-            raise _wrap(exc, f"delete {kind} {namespace}/{name}") from None
+        self._json("DELETE", _path(kind, namespace, name), what=f"delete {kind} {namespace}/{name}")
 
     def watch(
         self,
@@ -352,25 +323,20 @@ class Api:
         label_selector: str = "",
         field_selector: str = "",
     ) -> Iterator[dict[str, Any]]:
-        """Watch events ({'type', 'object'}) from ``resource_version``; ends on timeout."""
-        w = watch.Watch()
-        try:
-            yield from w.stream(
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                _PLURALS[kind].plural,
-                resource_version=resource_version,
-                timeout_seconds=timeout_seconds,
-                label_selector=label_selector,
-                field_selector=field_selector,
-                _request_timeout=timeout_seconds + 5,
-            )
-        except _FAILURES as exc:
-            raise _wrap(exc, f"watch {kind} in {namespace}") from None
-        finally:
-            w.stop()
+        """Watch events ({'type', 'object'}) from ``resource_version``; ends on timeout.
+        An ERROR event raises (``Gone`` for 410: list again)."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+            *_selectors(label_selector, field_selector),
+        ]
+        yield from self._events(
+            f"watch {kind} in {namespace}",
+            _path(kind, namespace),
+            query,
+            (5.0, timeout_seconds + 5),
+        )
 
     # -- Leases --------------------------------------------------------------------
     def read_lease(self, namespace: str, name: str) -> dict[str, Any]:
@@ -399,20 +365,15 @@ class Api:
         Read as JSON, not through the generated models: a model per Lease costs more
         than the rest of its handling, and a thousand hosts renew 300 times a second."""
 
+        what = f"list Leases in {namespace or 'all namespaces'}"
+
         def page(token: str) -> dict[str, Any]:
-            query = [("limit", str(self.page_size))]
-            if label_selector:
-                query.append(("labelSelector", label_selector))
+            query = [("limit", str(self.page_size)), *_selectors(label_selector, "")]
             if token:
                 query.append(("continue", token))
-            resp = self._get_raw(_leases_path(namespace), query, self.timeout)
-            try:
-                out: dict[str, Any] = json.loads(resp.data)
-            finally:
-                resp.release_conn()
-            return out
+            return self._json("GET", _leases_path(namespace), query, what=what)
 
-        listed = call(f"list Leases in {namespace or 'all namespaces'}", _paginate, page)
+        listed = _paginate(page)
         items: builtins.list[dict[str, Any]] = listed.get("items") or []
         version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
         return items, version
@@ -431,20 +392,33 @@ class Api:
         ``on_response`` gets the open response, so another thread can cut a blocked
         read short (:func:`abort_response`).  An ERROR event raises: ``Gone`` (410) when
         the version is too old and the caller must list again."""
-        what = f"watch Leases in {namespace or 'all namespaces'}"
         query = [
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
             ("resourceVersion", resource_version),
             ("timeoutSeconds", str(timeout_seconds)),
+            *_selectors(label_selector, ""),
         ]
-        if label_selector:
-            query.append(("labelSelector", label_selector))
         # The read timeout outlives the server's own end of the watch; a stalled path
         # is the reconciler's to notice (its re-list before any lease is judged).
-        resp = call(
-            what, self._get_raw, _leases_path(namespace), query, (5.0, timeout_seconds + 30)
+        yield from self._events(
+            f"watch Leases in {namespace or 'all namespaces'}",
+            _leases_path(namespace),
+            query,
+            (5.0, timeout_seconds + 30),
+            on_response,
         )
+
+    def _events(
+        self,
+        what: str,
+        path: str,
+        query: builtins.list[tuple[str, str]],
+        timeout: tuple[float, float],
+        on_response: Callable[[Any], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The events of one watch request, raw JSON; an ERROR event raises."""
+        resp = call(what, self._send, "GET", path, query, timeout)
         if on_response is not None:
             on_response(resp)
         try:
@@ -468,22 +442,63 @@ class Api:
             resp.close()
             resp.release_conn()
 
-    def _get_raw(self, path: str, query: builtins.list[tuple[str, str]], timeout: Any) -> Any:
-        """GET ``path`` with the client's credentials; the unread urllib3 response."""
+    def _json(
+        self,
+        method: str,
+        path: str,
+        query: builtins.list[tuple[str, str]] | None = None,
+        *,
+        what: str,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One request, its JSON answer; every failure a ``KubeError`` naming ``what``."""
+        try:
+            resp = self._send(method, path, query or [], self.timeout, body, content_type)
+            try:
+                out: dict[str, Any] = json.loads(resp.data) if resp.data else {}
+            finally:
+                resp.release_conn()
+        except _FAILURES as exc:
+            raise _wrap(exc, what) from None
+        except ValueError:  # cut short, or not the API server answering
+            raise Unavailable(f"{what}: the answer is not JSON") from None
+        return out
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: builtins.list[tuple[str, str]],
+        timeout: Any,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """``method`` on ``path`` with the client's credentials; the unread urllib3
+        response.  A status other than 2xx raises ``ApiException`` with its body."""
         cfg = self.client.configuration
         headers = {"Accept": "application/json", "User-Agent": self.client.user_agent}
         scheme, token = self.credentials()
         if token:
             headers["Authorization"] = f"{scheme} {token}"
-        url = cfg.host + path + "?" + urllib.parse.urlencode(query)
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(self.client.sanitize_for_serialization(body)).encode()
+        url = cfg.host + path + ("?" + urllib.parse.urlencode(query) if query else "")
         resp = self.client.rest_client.pool_manager.request(
-            "GET", url, headers=headers, preload_content=False, timeout=_timeout(timeout)
+            method,
+            url,
+            headers=headers,
+            body=data,
+            preload_content=False,
+            timeout=_timeout(timeout),
         )
         if not 200 <= resp.status <= 299:
-            body = resp.data.decode("utf-8", "replace")
+            text = resp.data.decode("utf-8", "replace")
             resp.release_conn()
             exc = ApiException(status=resp.status, reason=resp.reason)
-            exc.body = body
+            exc.body = text
             raise exc
         return resp
 
