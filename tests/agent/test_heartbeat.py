@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hafence.api.lease import HEARTBEAT_SELECTOR, HeartbeatInfo
+from hafence.agent.heartbeat import LeaseWriter
+from hafence.api.lease import HEARTBEAT_SELECTOR, HeartbeatInfo, lease_annotations
 from hafence.kube import Api
 from hafence.lab.controlplane import ControlPlane, kubeconfig_text
 from hafence.lab.watchdogdev import StandInDevice
@@ -53,6 +55,30 @@ def test_lease_renewed_with_boot_id(
     assert later.resource_version != first.resource_version
     assert later.agent_instance == first.agent_instance
     assert agent.proc.poll() is None, agent.log_text()
+
+
+def test_a_restarted_agent_reads_its_lease_version_ahead_of_its_first_renewal(
+    api: Api, namespace: str
+) -> None:
+    """LeaseWriter.prime, run while the S3 sweep runs: the ready renewal is one PUT."""
+    ann = lease_annotations(boot_id=BOOT, agent_version="test", vm_count=0, ready=True)
+
+    def writer(instance: str) -> LeaseWriter:
+        return LeaseWriter(
+            api, host="h1", namespace=namespace, instance_id=instance, lease_duration_seconds=10
+        )
+
+    before, after = writer("before-restart"), writer("after-restart")
+    after.prime()
+    assert after.version is None  # no Lease yet: the renewal creates it
+    before.renew(datetime.now(UTC), ann)
+    after.prime()
+    stored = read_lease(api, namespace, "h1")
+    assert stored is not None and after.version == stored["metadata"]["resourceVersion"]
+    after.renew(datetime.now(UTC), ann)
+    stored = read_lease(api, namespace, "h1")
+    assert stored is not None and stored["spec"]["holderIdentity"] == "h1/after-restart"
+    assert after.writes == 1 and after.version == stored["metadata"]["resourceVersion"]
 
 
 def test_self_fencing_declared_only_with_an_armed_device(

@@ -44,6 +44,8 @@ def test_stale_vm_is_stopped_before_ready_at_start(
     first = start_agent("h1", namespace)
     make_vm(api, namespace, "vm1", [SLEEP, "300"], host="h1")
     pid = running_pid(api, namespace, "vm1")
+    # The VM may start before the first renewal lands: the Lease must exist to go.
+    first_ready_after(api, namespace, "h1", 0.0, lambda: None)
     first.stop()
     assert pid_alive(pid)
     # While no agent ran, the VM was placed elsewhere; its old process is stale.

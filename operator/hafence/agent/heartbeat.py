@@ -67,6 +67,26 @@ class LeaseWriter:
             resource_version=self._rv,
         )
 
+    @property
+    def version(self) -> str | None:
+        """The resourceVersion the next write is guarded by (None: read or create first)."""
+        return self._rv
+
+    def prime(self) -> None:
+        """Read the Lease's resourceVersion ahead of the first renewal (a missing Lease
+        is left for ``renew`` to create); raise KubeError."""
+        if self._rv is not None:
+            return
+        try:
+            current = self.api.coordination.read_namespaced_lease(
+                self.host, self.namespace, _request_timeout=self.api.timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise _status(exc, f"read Lease {self.namespace}/{self.host}") from None
+        self._rv = current.metadata.resource_version
+
     def renew(self, now: datetime, annotations: Mapping[str, str]) -> None:
         """Write the Lease once (two calls at most after a Conflict); raise KubeError."""
         what = f"renew Lease {self.namespace}/{self.host}"

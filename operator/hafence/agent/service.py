@@ -398,6 +398,10 @@ class Agent:
 
     async def heartbeat_once(self) -> bool:
         if not self.swept:
+            # The Lease's version is read while the sweep runs, so the renewal after it
+            # is one PUT: a restarted agent's first ready renewal is what ends a soft
+            # fence, and it is timed (#13).
+            prime = asyncio.create_task(asyncio.to_thread(self.lease.prime))
             try:
                 await self.sweep()
             except Exception as exc:
@@ -407,6 +411,9 @@ class Agent:
                 self._sweep_failing = True
             else:
                 self._sweep_failing = False
+            finally:
+                # A failed read only leaves the version for renew() to read itself.
+                await asyncio.gather(prime, return_exceptions=True)
         if time.monotonic() - self._host_read_at > self.cfg.host_refresh:
             try:
                 obj = await asyncio.to_thread(self._get_host)
