@@ -99,7 +99,9 @@ class HostShells:
 
     def authorize(self, host: str, key: HostKey) -> None:
         """Let ``key`` in, as the shell of ``host`` (call before ``start``)."""
-        command = f"{sys.executable} {self.dir / 'lab-host.py'} {host} {self.hosts_dir} " + (
+        # -S: the shell is stdlib only, and an interpreter without site starts faster
+        # (a soft fence's restart is timed, bench/ttr.py).
+        command = f"{sys.executable} -S {self.dir / 'lab-host.py'} {host} {self.hosts_dir} " + (
             f"{self.command_timeout:g}"
         )
         self._authorized.append(
