@@ -14,10 +14,14 @@ client-go's reflector cut down to what heartbeats need:
   ``ApiBackoffs`` (0.5 s, 1 s, then every 2 s) and watches again from the last version.
 
 The stream is read on a thread of its own (the client is blocking) that hands parsed
-events to the loop; the loop feeds what has arrived in batches, the last event of each
-Lease only (a renewal supersedes the one before it).  A stalled stream that neither ends
-nor errs is the reconciler's to notice: it re-lists the Leases before it judges any
-lease expired (reconciler.py, ``_recheck_leases``).
+events to the loop at most once per ``HANDOFF_INTERVAL``: the first event after a quiet
+spell at once, the ones behind it together when the interval is over.  Each hand-off
+wakes the loop, and at scale the wake-ups cost more than the events (each one runs the
+path cold: bench/README.md, Scale (shell)); a small datacenter's renewals, seconds
+apart, still go straight through.  The loop feeds what has arrived in batches, the
+last event of each Lease only (a renewal supersedes the one before it).  A stalled
+stream that neither ends nor errs is the reconciler's to notice: it re-lists the Leases
+before it judges any lease expired (reconciler.py, ``_recheck_leases``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -41,6 +46,9 @@ Deliver = Callable[[dict[str, Any], bool], Awaitable[None]]  # (lease, deleted)
 Key = tuple[str, str]
 # The server ends each watch after this long (kopf's setting for the other kinds).
 WATCH_TIMEOUT = 300
+# Seconds between two hand-offs of events from the stream's thread to the loop, at
+# most: what a renewal may wait behind others (1,000 hosts renew every 3.3 ms).
+HANDOFF_INTERVAL = 0.05
 
 
 def _key(obj: dict[str, Any]) -> Key:
@@ -122,14 +130,15 @@ class LeaseWatch:
     async def _watch(self) -> None:
         """One watch request from ``self.version``, which follows every event."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any] | _End] = asyncio.Queue()
+        queue: asyncio.Queue[list[dict[str, Any] | _End]] = asyncio.Queue()
         stop = threading.Event()
         held: list[Any] = []  # the open response, to cut a blocked read short
         start = self.version
+        handoff = _Handoff(loop, queue.put_nowait)
+        pacer = _Pacer()
 
         def post(item: dict[str, Any] | _End) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+            handoff.post(item)
 
         def stream() -> None:
             error: BaseException | None = None
@@ -143,7 +152,7 @@ class LeaseWatch:
                 ):
                     if stop.is_set():
                         return
-                    post(event)
+                    pacer.hand(event, post)
             except BaseException as exc:  # handed to the loop, raised there
                 error = exc
             if not stop.is_set():
@@ -153,9 +162,9 @@ class LeaseWatch:
         thread.start()
         try:
             while True:
-                batch = [await queue.get()]
+                batch = await queue.get()
                 while not queue.empty():
-                    batch.append(queue.get_nowait())
+                    batch += queue.get_nowait()
                 end = next((i for i in batch if isinstance(i, _End)), None)
                 await self._events([i for i in batch if not isinstance(i, _End)])
                 if end is not None:
@@ -197,3 +206,82 @@ class LeaseWatch:
             else:
                 self.known[k] = obj
                 await self.deliver(obj, False)
+
+
+class _Handoff:
+    """Items from a thread to the loop, in lists, at most once per HANDOFF_INTERVAL."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        take: Callable[[list[dict[str, Any] | _End]], None],
+        interval: float = HANDOFF_INTERVAL,
+    ) -> None:
+        self.loop = loop
+        self.take = take
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._pending: list[dict[str, Any] | _End] = []
+        self._armed = False  # a flush is on its way: later items join it
+        self._last = -interval  # loop time of the last flush
+        self.handoffs = 0
+
+    def post(self, item: dict[str, Any] | _End) -> None:
+        """From the thread: queue ``item``; the loop takes it at the next flush."""
+        with self._lock:
+            self._pending.append(item)
+            if self._armed:
+                return
+            self._armed = True
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
+            self.loop.call_soon_threadsafe(self._arm)
+
+    def _arm(self) -> None:
+        wait = self._last + self.interval - self.loop.time()
+        if wait > 0:
+            self.loop.call_later(wait, self._flush)
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            items, self._pending, self._armed = self._pending, [], False
+        self._last = self.loop.time()
+        self.handoffs += 1
+        self.take(items)
+
+
+class _Pacer:
+    """The stream thread's naps while renewals arrive back to back.
+
+    An event the thread had to wait for, but not long (the stream is busy and read up to
+    date), is followed by a nap of HANDOFF_INTERVAL: the next events gather in the
+    socket's buffer and are read and parsed in one go rather than one wake-up each.  At
+    most one nap per interval of reading, so a backlog is read at half speed at worst;
+    never while the stream is quiet (a wait longer than the interval), so a small
+    datacenter's renewals are read as they come.
+    """
+
+    # A wait shorter than this was no wait: the event was already in the buffer.
+    BUFFERED = 0.002
+
+    def __init__(
+        self, interval: float = HANDOFF_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.sleep: Callable[[float], None] = time.sleep
+        self._done = clock()  # when the previous event was handed over
+        self._woke = -interval  # when the last nap ended
+        self.naps = 0
+
+    def hand(self, item: dict[str, Any], post: Callable[[dict[str, Any]], None]) -> None:
+        """``post(item)``, then nap if the stream is busy and read up to date."""
+        waited = self.clock() - self._done  # blocked in the read for this item
+        post(item)
+        now = self.clock()
+        if self.BUFFERED < waited < self.interval and now - self._woke >= self.interval:
+            self.sleep(self.interval)
+            self.naps += 1
+            self._woke = self.clock()
+        self._done = self.clock()
