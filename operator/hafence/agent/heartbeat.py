@@ -78,13 +78,20 @@ class LeaseWriter:
         if self._rv is not None:
             return
         try:
+            self._read_version()
+        except ApiException as exc:
+            raise _status(exc, f"read Lease {self.namespace}/{self.host}") from None
+
+    def _read_version(self) -> None:
+        """The stored Lease's resourceVersion into ``_rv`` (left None when there is none)."""
+        try:
             current = self.api.coordination.read_namespaced_lease(
                 self.host, self.namespace, _request_timeout=self.api.timeout
             )
         except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise _status(exc, f"read Lease {self.namespace}/{self.host}") from None
+            if exc.status != 404:
+                raise
+            return
         self._rv = current.metadata.resource_version
 
     def renew(self, now: datetime, annotations: Mapping[str, str]) -> None:
@@ -94,22 +101,16 @@ class LeaseWriter:
         for _ in range(2):
             try:
                 if self._rv is None:
-                    try:
-                        current = coord.read_namespaced_lease(
-                            self.host, self.namespace, _request_timeout=self.api.timeout
-                        )
-                        self._rv = current.metadata.resource_version
-                    except ApiException as exc:
-                        if exc.status != 404:
-                            raise
-                        created = coord.create_namespaced_lease(
-                            self.namespace,
-                            self._body(now, annotations),
-                            _request_timeout=self.api.timeout,
-                        )
-                        self._rv = created.metadata.resource_version
-                        self.writes += 1
-                        return
+                    self._read_version()
+                if self._rv is None:
+                    created = coord.create_namespaced_lease(
+                        self.namespace,
+                        self._body(now, annotations),
+                        _request_timeout=self.api.timeout,
+                    )
+                    self._rv = created.metadata.resource_version
+                    self.writes += 1
+                    return
                 replaced = coord.replace_namespaced_lease(
                     self.host,
                     self.namespace,

@@ -224,7 +224,6 @@ class _Handoff:
         self._pending: list[dict[str, Any] | _End] = []
         self._armed = False  # a flush is on its way: later items join it
         self._last = -interval  # loop time of the last flush
-        self.handoffs = 0
 
     def post(self, item: dict[str, Any] | _End) -> None:
         """From the thread: queue ``item``; the loop takes it at the next flush."""
@@ -247,7 +246,6 @@ class _Handoff:
         with self._lock:
             items, self._pending, self._armed = self._pending, [], False
         self._last = self.loop.time()
-        self.handoffs += 1
         self.take(items)
 
 
@@ -273,7 +271,6 @@ class _Pacer:
         self.sleep: Callable[[float], None] = time.sleep
         self._done = clock()  # when the previous event was handed over
         self._woke = -interval  # when the last nap ended
-        self.naps = 0
 
     def hand(self, item: dict[str, Any], post: Callable[[dict[str, Any]], None]) -> None:
         """``post(item)``, then nap if the stream is busy and read up to date."""
@@ -282,6 +279,5 @@ class _Pacer:
         now = self.clock()
         if self.BUFFERED < waited < self.interval and now - self._woke >= self.interval:
             self.sleep(self.interval)
-            self.naps += 1
             self._woke = self.clock()
         self._done = self.clock()
