@@ -68,8 +68,14 @@ def test_isolated_host_waits_for_the_annotation(
     assert available["Available"]["reason"] == "Isolated"
     assert available["Available"]["lastTransitionTime"]
     assert available["Available"]["observedGeneration"] == 1
-    # S1: heartbeat loss alone never moves a VM.
-    vm_status = status(api, "HAVirtualMachine", namespace, "vm1")
+    # S1: heartbeat loss alone never moves a VM.  (The VM's status is written right
+    # after the Host's, in the same batch: it may land a moment later.)
+    vm_status = wait_for(
+        lambda: (
+            (s := status(api, "HAVirtualMachine", namespace, "vm1"))["phase"] == "Unknown" and s
+        ),
+        what="vm1 Unknown",
+    )
     assert vm_status["host"] == victim
     assert vm_status["phase"] == "Unknown"
 
