@@ -17,8 +17,7 @@ import pytest
 
 from hafence.agent.process import kill_all
 from hafence.lab.libvirtd import Libvirtd, libvirt_root, unavailable
-
-from .helpers import TcpProxy
+from hafence.lab.netcut import Forwarder
 
 
 @dataclass
@@ -107,14 +106,14 @@ def start_agent(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Agent
 
 
 @pytest.fixture
-def proxied_kubeconfig(kubeconfig: str, tmp_path: Path) -> Iterator[tuple[str, TcpProxy]]:
-    """A kubeconfig whose server is a TcpProxy in front of the real API server."""
+def proxied_kubeconfig(kubeconfig: str, tmp_path: Path) -> Iterator[tuple[str, Forwarder]]:
+    """A kubeconfig whose server is the lab's cuttable forwarder in front of the real
+    API server (its port stays held while cut, so nobody else takes it)."""
     text = Path(kubeconfig).read_text()
     server = next(ln.split("server:", 1)[1].strip() for ln in text.splitlines() if "server:" in ln)
-    port = int(server.rsplit(":", 1)[1])
-    proxy = TcpProxy(port)
-    path = tmp_path / "kubeconfig-proxied"
-    path.write_text(text.replace(server, f"https://127.0.0.1:{proxy.port}"))
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    proxy = Forwarder(host, int(port), "agent-api")
+    path = proxy.kubeconfig(Path(kubeconfig), tmp_path / "kubeconfig-proxied")
     yield str(path), proxy
     proxy.close()
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from hafence.api.lease import HeartbeatInfo, peer_check_window
 from hafence.kube import Api
+from hafence.lab.netcut import Forwarder
 from hafence.lab.watchdogdev import StandInDevice
 
 from .conftest import AgentProc
-from .helpers import SLEEP, TcpProxy, make_host, make_vm, pid_alive, place, runtime, wait_for
+from .helpers import SLEEP, make_host, make_vm, pid_alive, place, runtime, wait_for
 from .test_heartbeat import read_lease
 from .test_vms import running_pid
 
@@ -66,7 +67,7 @@ def test_stale_vm_is_stopped_before_ready_after_reconnect(
     api: Api,
     namespace: str,
     start_agent: Callable[..., AgentProc],
-    proxied_kubeconfig: tuple[str, TcpProxy],
+    proxied_kubeconfig: tuple[str, Forwarder],
 ) -> None:
     path, proxy = proxied_kubeconfig
     make_host(api, namespace, "h1")
@@ -93,7 +94,7 @@ def test_cut_off_agent_stops_feeding_and_kills_vms_before_its_device_fires(
     api: Api,
     namespace: str,
     start_agent: Callable[..., AgentProc],
-    proxied_kubeconfig: tuple[str, TcpProxy],
+    proxied_kubeconfig: tuple[str, Forwarder],
     tmp_path: Path,
 ) -> None:
     timeout = 5
@@ -159,7 +160,7 @@ def test_slow_api_at_start_never_stops_vms_placed_here(
     api: Api,
     namespace: str,
     start_agent: Callable[..., AgentProc],
-    proxied_kubeconfig: tuple[str, TcpProxy],
+    proxied_kubeconfig: tuple[str, Forwarder],
 ) -> None:
     """Before its first list the agent knows no placement at all: an empty cache must
     not read as "placed nowhere" (or a slow API server would stop every adopted VM)."""

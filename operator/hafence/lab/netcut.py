@@ -17,6 +17,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -40,6 +41,7 @@ class Forwarder:
         self._closed = False
         self._flowing = threading.Event()  # cleared: bytes are held (a stalled path)
         self._flowing.set()
+        self.latency = 0.0  # seconds added to every client -> server chunk (a slow path)
         self.connections_refused = 0
         self.connections_accepted = 0  # relayed connections (a driver's connection count)
         self._thread = threading.Thread(
@@ -74,13 +76,15 @@ class Forwarder:
                     upstream.close()
                     continue
                 self._conns.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, slow in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(src, dst, slow), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
         try:
             while data := src.recv(_CHUNK):
                 self._flowing.wait()
+                if slow and self.latency:
+                    time.sleep(self.latency)
                 dst.sendall(data)
         except OSError:
             pass
