@@ -39,6 +39,8 @@ def test_renewals_and_deletions_arrive_and_a_reset_path_is_survived(
     seen: list[tuple[str, str, bool]] = []  # (host, renewTime, deleted)
 
     async def deliver(obj: dict[str, Any], deleted: bool) -> None:
+        # Kept and fed lean, like the cache's objects (cache.lean).
+        assert "managedFields" not in obj["metadata"], obj["metadata"]
         seen.append((obj["metadata"]["name"], obj["spec"].get("renewTime", ""), deleted))
 
     def renewals(host: str) -> set[str]:

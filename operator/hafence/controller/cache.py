@@ -3,6 +3,11 @@
 Kept whatever the leadership, so a replica that becomes leader can rebuild its core at
 once; the executor reads Secrets' *references* and object identities from here (never
 Secret data: that is read at call time).
+
+Objects are stored without ``metadata.managedFields`` (:func:`lean`), as
+controller-runtime's ``TransformStripManagedFields`` does for informers: nothing here
+reads them, and they were half of every object's bytes -- at 1,000 hosts and 10,000
+VMs most of the operator's memory.
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ def _rv(obj: Obj) -> int | None:
         return int(raw)
     except (TypeError, ValueError):
         return None
+
+
+def lean(obj: Obj) -> dict[str, Any]:
+    """A shallow copy of ``obj`` without its managedFields (the rest is shared)."""
+    out = dict(obj)
+    meta = out.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return out
 
 
 class Cache:
@@ -38,7 +52,7 @@ class Cache:
             old, new = _rv(known), _rv(obj)
             if old is not None and new is not None and new < old:
                 return False
-        self._objects[key] = dict(obj)
+        self._objects[key] = lean(obj)
         return True
 
     def delete(self, kind: str, obj: Obj) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 from hafence.api.lease import HEARTBEAT_SELECTOR
 from hafence.controller.backoff import ApiBackoffs
+from hafence.controller.cache import lean
 from hafence.controller.pools import READS
 from hafence.kube import Api, Gone, KubeError
 from hafence.kube.client import abort_response
@@ -119,6 +120,7 @@ class LeaseWatch:
                     backoffs = iter(ApiBackoffs())
 
     async def _replace(self, items: list[dict[str, Any]]) -> None:
+        items = [lean(obj) for obj in items]
         current = {_key(obj): obj for obj in items}
         for k, obj in list(self.known.items()):
             if k not in current:
@@ -200,6 +202,7 @@ class LeaseWatch:
             self.version = version or self.version
             self.events += 1
         for k, (kind, obj) in last.items():
+            obj = lean(obj)
             if kind == "DELETED":
                 self.known.pop(k, None)
                 await self.deliver(obj, True)
