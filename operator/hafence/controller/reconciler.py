@@ -62,6 +62,10 @@ REBUILD_SLICE = 64
 T = TypeVar("T")
 
 
+def _version(obj: dict[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))
+
+
 async def taking_turns(items: Iterable[T]) -> AsyncIterator[T]:
     """``items``, letting the loop run its other tasks every REBUILD_SLICE of them."""
     for i, item in enumerate(items):
@@ -100,6 +104,10 @@ class Reconciler:
         # watch events feed engines only then (before, the rebuild sees them anyway).
         self._active = False
         self._missed: list[tuple[str, dict[str, Any], bool]] = []
+        # The resourceVersion of every object the rebuild fed: a missed event for an
+        # object still at that version is not fed twice (at start-up, kopf's first
+        # listing delivers every object while the rebuild runs).
+        self._rebuilt: dict[tuple[str, str, str], str] = {}
         self._recovering: dict[tuple[str, str], float] = {}
         self._lease_checked: dict[str, float] = {}
         # Each namespace's next deadline as of its last tick (None: none).
@@ -137,7 +145,9 @@ class Reconciler:
         current = self.cache.get(kind, namespace, name)
         if deleted and current is None:
             await self.feed(namespace, inputs_for(kind, obj, clock.now(), deleted=True))
-        elif current is not None:
+        elif current is not None and self._rebuilt.get((kind, namespace, name)) != _version(
+            current
+        ):
             await self.feed(namespace, inputs_for(kind, current, clock.now()))
 
     async def feed(self, namespace: str, inputs: Iterable[m.Input]) -> None:
@@ -221,6 +231,7 @@ class Reconciler:
             missed, self._missed = self._missed, []
             async for kind, obj, deleted in taking_turns(missed):
                 await self.observe_again(kind, obj, deleted)
+            self._rebuilt = {}
             monitor = asyncio.create_task(self._monitor(), name="monitor")
             try:
                 await self.elector.wait_until_not_leader()
@@ -273,6 +284,7 @@ class Reconciler:
             await self._run(namespace, engine.handle(m.OperatorStarted(now)))
             for kind in KINDS:
                 async for obj in taking_turns(list(self.cache.of_kind(kind, namespace))):
+                    self._rebuilt[(kind, namespace, key(obj)[1])] = _version(obj)
                     for inp in inputs_for(kind, obj, now):
                         await self._run(namespace, engine.handle(inp))
         self._wake.set()
@@ -280,6 +292,7 @@ class Reconciler:
     async def _stop_leading(self) -> None:
         self._active = False
         self._missed = []
+        self._rebuilt = {}
         for namespace in list(self.engines):
             async with self._lock(namespace):  # let a batch of actions finish first
                 self.engines.pop(namespace, None)
