@@ -4,6 +4,7 @@ a slice at a time, so the leader's renewal (a task on the same loop) keeps its t
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from hafence.controller.reconciler import REBUILD_SLICE, taking_turns
 
@@ -30,6 +31,6 @@ def test_a_long_rebuild_gives_the_loop_back_every_slice() -> None:
         return out
 
     assert asyncio.run(rebuild()) == list(range(n)), "items lost or reordered"
-    gaps = [b - a for a, b in zip(turns, turns[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(turns)]
     assert len(turns) >= n // REBUILD_SLICE, turns
     assert max(gaps) <= REBUILD_SLICE, f"the loop was held for {max(gaps)} items"
