@@ -47,7 +47,7 @@ def _run(action: m.RunFenceStep) -> tuple[list[m.Input], Metrics]:
         cache.put("FenceAgent", AGENT)
         ops = power.PowerOps(None, "dc", cache, _Leader(), metrics, feed, _Guard())  # type: ignore[arg-type]
         ops.start(action)
-        await asyncio.gather(*ops.tasks.values())
+        await ops.inflight.join()
 
     asyncio.run(main())
     return fed, metrics

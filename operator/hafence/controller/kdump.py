@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from hafence.api.fenceagent import KDUMP_TYPES
 from hafence.controller import clock
 from hafence.controller.cache import Cache
+from hafence.controller.inflight import InFlight
 from hafence.controller.leader import NotLeader
 from hafence.controller.lease_guard import LeaseGuard
 from hafence.core import messages as m
@@ -60,23 +61,16 @@ class KdumpWaits:
         self.feed = feed
         self.guard = guard
         self.listener = listener
-        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.inflight = InFlight()
 
     def start(self, action: m.WaitForKdump) -> None:
-        task = asyncio.create_task(self._run(action), name="WaitForKdump")
-        self.tasks[action.op_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(action.op_id, None))
+        self.inflight.start(action.op_id, self._run(action), "WaitForKdump")
 
     def timed_out(self, action: m.StepTimedOut) -> None:
-        task = self.tasks.pop(action.op_id, None)
-        if task is not None:
-            task.cancel()
+        self.inflight.stop(action.op_id)
 
     async def cancel(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.inflight.stop_all()
 
     async def _run(self, action: m.WaitForKdump) -> None:
         try:

@@ -25,6 +25,7 @@ from hafence.api.fenceagent import FenceAgentSpec
 from hafence.api.host import HostSpec
 from hafence.controller import clock
 from hafence.controller.cache import Cache
+from hafence.controller.inflight import InFlight
 from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.lease_guard import LeaseGuard
 from hafence.controller.metrics import Metrics, result_of
@@ -64,25 +65,18 @@ class PowerOps:
         self.feed = feed
         self.guard = guard
         self.ssh = SSHTargets(api, namespace, cache)
-        self.tasks: dict[str, asyncio.Task[None]] = {}  # op_id -> its task
+        self.inflight = InFlight()
 
     def start(self, action: PowerAction) -> None:
-        task = asyncio.create_task(self._run(action), name=f"{type(action).__name__}")
-        self.tasks[action.op_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(action.op_id, None))
+        self.inflight.start(action.op_id, self._run(action), f"{type(action).__name__}")
 
     def timed_out(self, action: m.StepTimedOut) -> None:
         """The core gave up on an operation: stop it and count the timeout."""
-        task = self.tasks.pop(action.op_id, None)
-        if task is not None:
-            task.cancel()
+        self.inflight.stop(action.op_id)
         self._count_timeout(action.operation, action.agents)
 
     async def cancel(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.inflight.stop_all()
 
     # -- one operation ---------------------------------------------------------------
     async def _run(self, action: PowerAction) -> None:
