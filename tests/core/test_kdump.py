@@ -13,8 +13,19 @@ from hafence.core import fencing_plan as fp
 from hafence.core import messages as m
 from hafence.core.policy import Settings
 from hafence.core.transitions import Phase
-from hafence.sim import Simulation, parse_scenario
-from tests.core.core_helpers import LEASE, Rig, answer, host_spec, keep_alive, last, place
+from hafence.sim import Simulation
+from tests.core import sim_runs
+from tests.core.core_helpers import (
+    LEASE,
+    Rig,
+    agent_spec,
+    answer,
+    host_spec,
+    keep_alive,
+    last,
+    place,
+)
+from tests.core.sim_runs import HEAL_AT, explain, on_hosts
 
 
 def kdump_spec(host: str, order: int = 1, options: str = "") -> FenceAgentSpec:
@@ -37,8 +48,6 @@ def kdump_cluster(rig: Rig, options: str = "", power: bool = True) -> None:
     rig.feed(m.FenceAgentObserved(rig.now, "h1-kdump", kdump_spec("h1", 1, options)))
     if power:
         rig.host("h1", agents=0)
-        from tests.core.core_helpers import agent_spec
-
         rig.feed(m.FenceAgentObserved(rig.now, "h1-ipmi", agent_spec("h1", order=2)))
 
 
@@ -161,8 +170,6 @@ def test_a_level_mixing_kdump_and_power_fails_saying_why() -> None:
     for name in ("h1", "h2", "h3"):
         rig.feed(m.HostObserved(rig.now, name, host_spec()))
         rig.lease(name, 0.0)
-    from tests.core.core_helpers import agent_spec
-
     rig.feed(m.FenceAgentObserved(rig.now, "h1-kdump", kdump_spec("h1", 1)))
     rig.feed(m.FenceAgentObserved(rig.now, "h1-ipmi", agent_spec("h1", order=1)))
     rig.feed(m.FenceAgentObserved(rig.now, "h1-pdu", agent_spec("h1", order=2)))
@@ -253,46 +260,31 @@ vm v3 cluster=a prio=Low on=host3
 vm v4 cluster=a on=host1 ha=no
 """
 HOSTS = ["host1", "host2", "host3"]
-HEAL_AT = 400
-SETTLE = 300
-
 crash_cmd = st.tuples(st.sampled_from(HOSTS), st.integers(1, 120)).map(
     lambda t: f"kernel-crash {t[0]} {t[1]}"
 )
-host_cmd = st.tuples(
-    st.sampled_from(
-        [
-            "power-off",
-            "power-on",
-            "reboot",
-            "cut-network",
-            "restore-network",
-            "kill-agent",
-            "start-agent",
-            "freeze",
-            "thaw",
-            "confirm-if-off",
-        ]
-    ),
-    st.sampled_from(HOSTS),
-).map(lambda t: f"{t[0]} {t[1]}")
-device_cmd = st.tuples(
-    st.sampled_from(["bmc-dead", "bmc-ok"]), st.sampled_from(["host1-ipmi", "host2-ipmi"])
-).map(lambda t: f"{t[0]} {t[1]}")
+host_cmd = on_hosts(
+    [
+        "power-off",
+        "power-on",
+        "reboot",
+        "cut-network",
+        "restore-network",
+        "kill-agent",
+        "start-agent",
+        "freeze",
+        "thaw",
+        "confirm-if-off",
+    ],
+    HOSTS,
+)
+device_cmd = on_hosts(["bmc-dead", "bmc-ok"], ["host1-ipmi", "host2-ipmi"])
 command = st.one_of(crash_cmd, crash_cmd, host_cmd, device_cmd, st.just("restart-operator"))
 timed = st.lists(st.tuples(st.integers(1, HEAL_AT - 1), command), min_size=1, max_size=10)
 
 
 def simulate(cmds: list[tuple[int, str]]) -> Simulation:
-    text = SETUP + "".join(f"at {t} {c}\n" for t, c in cmds)
-    text += f"at {HEAL_AT} heal\nrun {HEAL_AT + SETTLE}\n"
-    sim = Simulation(parse_scenario(text))
-    sim.run()
-    return sim
-
-
-def explain(sim: Simulation) -> str:
-    return "\n".join(sim.violations) + "\n--- log ---\n" + "\n".join(sim.lines)
+    return sim_runs.simulate(SETUP, cmds)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,6 +20,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hafence.sim import Simulation, parse_scenario
+from hafence.sim.world import HOST_VERBS
+from tests.core import sim_runs
+from tests.core.sim_runs import HEAL_AT, explain, on_hosts
 
 HOSTS = ["host1", "host2", "host3", "host4"]
 DEVICES = ["host1-ipmi", "host2-pdu-a", "host2-pdu-b", "host2-ipmi", "host3-ipmi", "host4-ipmi"]
@@ -43,37 +46,15 @@ vm v5 cluster=a prio=Medium on=host1 group=g
 vm v6 cluster=a prio=Medium on=host2 group=g
 vm v7 cluster=a on=host3 ha=no
 """
-HEAL_AT = 400
-SETTLE = 300
-
-host_cmd = st.tuples(
-    st.sampled_from(
-        [
-            "power-off",
-            "power-on",
-            "pull-power",
-            "restore-power",
-            "reboot",
-            "cut-network",
-            "restore-network",
-            "cut-api",
-            "restore-api",
-            "kill-agent",
-            "start-agent",
-            "freeze",
-            "thaw",
-            "confirm-if-off",
-        ]
-    ),
-    st.sampled_from(HOSTS),
-).map(lambda t: f"{t[0]} {t[1]}")
+# Every host verb of the simulator that takes no argument (those that do have their
+# own strategies below), and the generated person's confirmation.
+host_cmd = on_hosts(
+    [*sorted(HOST_VERBS - {"pause-agent", "kernel-crash"}), "confirm-if-off"], HOSTS
+)
 pause_cmd = st.tuples(st.sampled_from(HOSTS), st.integers(1, 40)).map(
     lambda t: f"pause-agent {t[0]} {t[1]}"
 )
-device_cmd = st.tuples(
-    st.sampled_from(["bmc-dead", "bmc-alive", "bmc-fail-off", "bmc-ok"]),
-    st.sampled_from(DEVICES),
-).map(lambda t: f"{t[0]} {t[1]}")
+device_cmd = on_hosts(["bmc-dead", "bmc-alive", "bmc-fail-off", "bmc-ok"], DEVICES)
 slow_cmd = st.tuples(st.sampled_from(DEVICES), st.integers(2, 30)).map(
     lambda t: f"bmc-slow {t[0]} {t[1]}"
 )
@@ -84,15 +65,7 @@ timed = st.lists(st.tuples(st.integers(1, HEAL_AT - 1), command), min_size=1, ma
 
 
 def simulate(cmds: list[tuple[int, str]]) -> Simulation:
-    text = SETUP + "".join(f"at {t} {c}\n" for t, c in cmds)
-    text += f"at {HEAL_AT} heal\nrun {HEAL_AT + SETTLE}\n"
-    sim = Simulation(parse_scenario(text))
-    sim.run()
-    return sim
-
-
-def explain(sim: Simulation) -> str:
-    return "\n".join(sim.violations) + "\n--- log ---\n" + "\n".join(sim.lines)
+    return sim_runs.simulate(SETUP, cmds)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -129,13 +102,7 @@ def test_ticking_only_when_woken_or_due_changes_nothing(cmds: list[tuple[int, st
     its ``next_deadline``; the simulator ticks every second.  Same log either way, or
     the core depends on a time ``next_deadline`` does not name (and the operator would
     act up to its MAX_SLEEP late)."""
-    text = SETUP + "".join(f"at {t} {c}\n" for t, c in cmds)
-    text += f"at {HEAL_AT} heal\nrun {HEAL_AT + SETTLE}\n"
-    runs = []
-    for ticks in ("every-second", "deadline"):
-        sim = Simulation(parse_scenario(text), ticks)  # type: ignore[arg-type]
-        sim.run()
-        runs.append(sim.lines)
+    runs = [sim_runs.simulate(SETUP, cmds, ticks).lines for ticks in ("every-second", "deadline")]
     every, deadline = runs
     assert deadline == every, "\n".join(
         difflib.unified_diff(every, deadline, "every second", "at deadlines", lineterm="")
@@ -186,20 +153,15 @@ FAST_DEVICES = ["host1-ipmi", "host2-pdu-a", "host2-pdu-b"]
 fast_cmd = st.one_of(
     # The chassis cut with its BMC answering, most often: that is what takes the path.
     st.sampled_from(["power-off host1", "power-off host1", "power-off host2"]),
-    st.tuples(
-        st.sampled_from(
-            ["power-off", "power-on", "pull-power", "restore-power", "cut-network",
-             "restore-network", "kill-agent", "start-agent", "freeze", "thaw"]
-        ),
-        st.sampled_from(FAST_VICTIMS),
-    ).map(lambda t: f"{t[0]} {t[1]}"),
+    on_hosts(
+        ["power-off", "power-on", "pull-power", "restore-power", "cut-network",
+         "restore-network", "kill-agent", "start-agent", "freeze", "thaw"],
+        FAST_VICTIMS,
+    ),
     st.tuples(st.sampled_from(FAST_VICTIMS), st.integers(5, 20)).map(
         lambda t: f"pause-agent {t[0]} {t[1]}"
     ),
-    st.tuples(
-        st.sampled_from(["bmc-dead", "bmc-alive", "bmc-fail-off", "bmc-ok"]),
-        st.sampled_from(FAST_DEVICES),
-    ).map(lambda t: f"{t[0]} {t[1]}"),
+    on_hosts(["bmc-dead", "bmc-alive", "bmc-fail-off", "bmc-ok"], FAST_DEVICES),
     st.tuples(st.sampled_from(FAST_DEVICES), st.integers(2, 15)).map(
         lambda t: f"bmc-slow {t[0]} {t[1]}"
     ),
