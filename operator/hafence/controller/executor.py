@@ -2,13 +2,15 @@
 
 A dispatcher over the modules that do the work: power operations run as tasks
 (``power.py``, results fed back through ``feed``), status writes run in the order the
-core emitted them (``status_writes.py``; their outcomes are returned to the caller,
-which gives them to the core), Events go to the recorder, alerts and releases to the
-log.  Every power operation and every write first checks leadership (S2).
+core emitted them but for runs of VM writes, sent at once (``run``,
+``status_writes.py``; their outcomes are returned to the caller, which gives them to
+the core), Events go to the recorder, alerts and releases to the log.  Every power
+operation and every write first checks leadership (S2).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 from hafence.controller.cache import Cache
 from hafence.controller.events import EventRecorder
 from hafence.controller.kdump import KdumpWaits
-from hafence.controller.leader import LeaderElector
+from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.lease_guard import LeaseGuard
 from hafence.controller.metrics import Metrics
 from hafence.controller.power import Feed, PowerOps
@@ -28,6 +30,34 @@ from hafence.kube import Api
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[m.Input | None]]
+
+
+# Actions that only log or post (no write awaited): they may follow a run of VM writes.
+_AFTER_WRITES = (m.EmitEvent, m.PlaceVM)
+
+
+def _vm_write_run(
+    actions: list[m.Action], start: int
+) -> tuple[list[m.WriteVMStatus], list[m.Action], int]:
+    """The run of VM status writes for distinct VMs from ``start`` (Events and
+    placement logs among them set aside), and where it ends; no writes: none there."""
+    writes: list[m.WriteVMStatus] = []
+    after: list[m.Action] = []
+    vms: set[str] = set()
+    i = start
+    while i < len(actions):
+        action = actions[i]
+        if isinstance(action, m.WriteVMStatus) and action.vm not in vms:
+            writes.append(action)
+            vms.add(action.vm)
+        elif writes and isinstance(action, _AFTER_WRITES):
+            after.append(action)
+        else:
+            break
+        i += 1
+    if len(writes) < 2:
+        return [], [], start
+    return writes, after, i
 
 
 class Executor:
@@ -67,13 +97,38 @@ class Executor:
 
     async def run(self, actions: list[m.Action]) -> list[m.Input]:
         """Carry out ``actions`` in order; returns the write outcomes for the core.
-        Raises NotLeader (leadership lost: nothing more may be done)."""
+        Raises NotLeader (leadership lost: nothing more may be done).
+
+        In order, with one exception: a run of VM status writes for distinct VMs is
+        written at once (a rack's release and placement batches are hundreds of them,
+        and the namespace lock is held until they land).  Any other write or power
+        action ends the run, so a Host's proof still lands before the placements that
+        follow it, and one VM's writes keep their order; the Events and placement logs
+        inside the run follow its writes, in their order."""
         outcomes: list[m.Input] = []
-        for action in actions:
-            outcome = await self._handlers[type(action)](action)
+        i = 0
+        while i < len(actions):
+            writes, after, i = _vm_write_run(actions, i)
+            if writes:
+                outcomes += await self._write_vms(writes)
+                for action in after:
+                    await self._handlers[type(action)](action)
+                continue
+            outcome = await self._handlers[type(actions[i])](actions[i])
             if outcome is not None:
                 outcomes.append(outcome)
+            i += 1
         return outcomes
+
+    async def _write_vms(self, writes: list[m.WriteVMStatus]) -> list[m.Input]:
+        results = await asyncio.gather(*(self.writer.vm(w) for w in writes), return_exceptions=True)
+        for result in results:  # NotLeader first: it ends the leader's work
+            if isinstance(result, NotLeader):
+                raise result
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if not isinstance(r, BaseException)]
 
     async def cancel(self) -> None:
         await self.power.cancel()
