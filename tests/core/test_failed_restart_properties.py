@@ -11,8 +11,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hafence.sim import Simulation, parse_scenario
-from tests.core.test_properties import HEAL_AT, HOSTS, SETTLE, SETUP, explain, host_cmd
+from tests.core.sim_runs import HEAL_AT, explain, simulate
+from tests.core.test_properties import HOSTS, SETUP, host_cmd
 
 VMS = ["v1", "v2", "v3", "v4", "v5", "v6", "v7"]
 crash_cmd = st.tuples(st.sampled_from(VMS), st.sampled_from([*HOSTS, "anywhere"])).map(
@@ -27,10 +27,7 @@ timed = st.lists(st.tuples(st.integers(1, HEAL_AT - 1), command), min_size=1, ma
 def test_failing_vms_never_break_safety_and_end_running_or_failed_at_the_limit(
     cmds: list[tuple[int, str]],
 ) -> None:
-    text = SETUP + "".join(f"at {t} {c}\n" for t, c in cmds)
-    text += f"at {HEAL_AT} heal\nrun {HEAL_AT + SETTLE}\n"
-    sim = Simulation(parse_scenario(text))
-    sim.run()
+    sim = simulate(SETUP, cmds)
     assert sim.violations == [], explain(sim)
     limit = sim.settings.max_failed_restarts
     for name, spec in sim.vm_specs.items():
