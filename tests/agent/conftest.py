@@ -17,7 +17,7 @@ import pytest
 
 from hafence.agent.process import kill_all
 from hafence.lab.libvirtd import Libvirtd, libvirt_root, unavailable
-from hafence.lab.netcut import Forwarder
+from hafence.lab.netcut import Forwarder, server_of
 
 
 @dataclass
@@ -109,10 +109,7 @@ def start_agent(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Agent
 def proxied_kubeconfig(kubeconfig: str, tmp_path: Path) -> Iterator[tuple[str, Forwarder]]:
     """A kubeconfig whose server is the lab's cuttable forwarder in front of the real
     API server (its port stays held while cut, so nobody else takes it)."""
-    text = Path(kubeconfig).read_text()
-    server = next(ln.split("server:", 1)[1].strip() for ln in text.splitlines() if "server:" in ln)
-    host, port = server.removeprefix("https://").rsplit(":", 1)
-    proxy = Forwarder(host, int(port), "agent-api")
+    proxy = Forwarder(*server_of(Path(kubeconfig)), "agent-api")
     path = proxy.kubeconfig(Path(kubeconfig), tmp_path / "kubeconfig-proxied")
     yield str(path), proxy
     proxy.close()

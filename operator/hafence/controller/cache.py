@@ -18,8 +18,13 @@ from typing import Any
 Obj = Mapping[str, Any]
 
 
+def resource_version_of(obj: Obj | None) -> str:
+    """An object's resourceVersion ("" if it has none)."""
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
 def _rv(obj: Obj) -> int | None:
-    raw = obj.get("metadata", {}).get("resourceVersion")
+    raw = resource_version_of(obj)
     try:
         return int(raw)
     except (TypeError, ValueError):

@@ -36,7 +36,7 @@ from typing import Any
 
 from hafence.api.lease import HEARTBEAT_SELECTOR
 from hafence.controller.backoff import ApiBackoffs
-from hafence.controller.cache import lean
+from hafence.controller.cache import lean, resource_version_of
 from hafence.controller.pools import READS
 from hafence.kube import Api, Gone, KubeError
 from hafence.kube.client import abort_response
@@ -55,10 +55,6 @@ HANDOFF_INTERVAL = 0.05
 def _key(obj: dict[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
-
-
-def _version(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
 class _End:
@@ -190,7 +186,7 @@ class LeaseWatch:
             obj = event.get("object")
             if not isinstance(obj, dict):
                 continue
-            version = _version(obj)
+            version = resource_version_of(obj)
             if kind == "BOOKMARK":
                 self.version = version or self.version
                 continue

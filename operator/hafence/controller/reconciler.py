@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from hafence.api.lease import HEARTBEAT_SELECTOR
 from hafence.controller import clock
-from hafence.controller.cache import Cache
+from hafence.controller.cache import Cache, resource_version_of
 from hafence.controller.confirm import ConfirmAnnotations
 from hafence.controller.events import EventRecorder
 from hafence.controller.executor import Executor
@@ -60,10 +60,6 @@ LEASE_RECHECK_INTERVAL = 1.0
 REBUILD_SLICE = 64
 
 T = TypeVar("T")
-
-
-def _version(obj: dict[str, Any]) -> str:
-    return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
 
 async def taking_turns(items: Iterable[T]) -> AsyncIterator[T]:
@@ -145,9 +141,9 @@ class Reconciler:
         current = self.cache.get(kind, namespace, name)
         if deleted and current is None:
             await self.feed(namespace, inputs_for(kind, obj, clock.now(), deleted=True))
-        elif current is not None and self._rebuilt.get((kind, namespace, name)) != _version(
-            current
-        ):
+        elif current is not None:
+            if self._rebuilt.get((kind, namespace, name)) == resource_version_of(current):
+                return  # the rebuild fed this very version
             await self.feed(namespace, inputs_for(kind, current, clock.now()))
 
     async def feed(self, namespace: str, inputs: Iterable[m.Input]) -> None:
@@ -284,7 +280,7 @@ class Reconciler:
             await self._run(namespace, engine.handle(m.OperatorStarted(now)))
             for kind in KINDS:
                 async for obj in taking_turns(list(self.cache.of_kind(kind, namespace))):
-                    self._rebuilt[(kind, namespace, key(obj)[1])] = _version(obj)
+                    self._rebuilt[(kind, namespace, key(obj)[1])] = resource_version_of(obj)
                     for inp in inputs_for(kind, obj, now):
                         await self._run(namespace, engine.handle(inp))
         self._wake.set()

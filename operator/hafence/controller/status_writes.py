@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from hafence.controller import clock
-from hafence.controller.cache import Cache
+from hafence.controller.cache import Cache, resource_version_of
 from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.pools import WRITES
 from hafence.core import messages as m
@@ -74,7 +74,7 @@ class StatusWriter:
                 f"{', '.join(sorted(self.unwritten_hosts))} to land first",
             )
         view = (action.view_host, action.view_epoch)
-        version = action.resource_version or _version(
+        version = action.resource_version or resource_version_of(
             self.cache.get("HAVirtualMachine", self.namespace, action.vm)
         )
         for _ in range(PLACEMENT_RETRIES):
@@ -93,7 +93,7 @@ class StatusWriter:
                         f"placement of VM {self.namespace}/{action.vm} changed by another "
                         f"writer ({_placement(fresh)} != {view})"
                     ) from None
-                version = _version(fresh)
+                version = resource_version_of(fresh)
         return m.WriteFailed(
             clock.now(),
             "HAVirtualMachine",
@@ -152,7 +152,7 @@ class StatusWriter:
             clock.now(),
             kind,
             name,
-            _version(obj),
+            resource_version_of(obj),
             st.get("host"),
             int(st.get("placementEpoch") or 0),
         )
@@ -160,10 +160,6 @@ class StatusWriter:
 
 def _kind_of(exc: KubeError) -> str:
     return ("transient: " if exc.transient else "permanent: ") + str(exc)
-
-
-def _version(obj: Mapping[str, Any] | None) -> str:
-    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _placement(obj: Mapping[str, Any] | None) -> tuple[Any, Any]:
