@@ -38,10 +38,11 @@ def test_renewals_and_deletions_arrive_and_a_reset_path_is_survived(
     watch_api = load_api(str(proxy.kubeconfig(Path(kubeconfig), tmp_path / "kubeconfig")))
     seen: list[tuple[str, str, bool]] = []  # (host, renewTime, deleted)
 
-    async def deliver(obj: dict[str, Any], deleted: bool) -> None:
-        # Kept and fed lean, like the cache's objects (cache.lean).
-        assert "managedFields" not in obj["metadata"], obj["metadata"]
-        seen.append((obj["metadata"]["name"], obj["spec"].get("renewTime", ""), deleted))
+    async def deliver(batch: list[tuple[dict[str, Any], bool]]) -> None:
+        for obj, deleted in batch:
+            # Kept and fed lean, like the cache's objects (cache.lean).
+            assert "managedFields" not in obj["metadata"], obj["metadata"]
+            seen.append((obj["metadata"]["name"], obj["spec"].get("renewTime", ""), deleted))
 
     def renewals(host: str) -> set[str]:
         return {t for h, t, d in seen if h == host and not d}
@@ -105,9 +106,11 @@ def test_a_backlog_behind_a_slow_consumer_is_fed_as_the_last_renewal_of_each_lea
     api: Api, namespace: str, heartbeats: Heartbeats
 ) -> None:
     delivered: list[tuple[str, str]] = []
+    batches: list[int] = []
 
-    async def slow(obj: dict[str, Any], deleted: bool) -> None:
-        delivered.append((obj["metadata"]["name"], obj["spec"]["renewTime"]))
+    async def slow(batch: list[tuple[dict[str, Any], bool]]) -> None:
+        batches.append(len(batch))
+        delivered.extend((obj["metadata"]["name"], obj["spec"]["renewTime"]) for obj, _ in batch)
         await asyncio.sleep(1.0)  # a reconciler busy with a rack's writes
 
     heartbeats.start("h1")
@@ -127,6 +130,7 @@ def test_a_backlog_behind_a_slow_consumer_is_fed_as_the_last_renewal_of_each_lea
     watch = asyncio.run(scenario())
     watched = len(delivered) - 2  # the list's two
     assert watched < watch.events, (watched, watch.events)
+    assert max(batches[1:]) == 2, "a backlog comes as one batch, each Lease once in it"
     for host in ("h1", "h2"):
         times = [t for h, t in delivered if h == host]
         assert times == sorted(times) and len(set(times)) == len(times), host

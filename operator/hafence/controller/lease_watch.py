@@ -19,7 +19,9 @@ spell at once, the ones behind it together when the interval is over.  Each hand
 wakes the loop, and at scale the wake-ups cost more than the events (each one runs the
 path cold: bench/README.md, Scale (shell)); a small datacenter's renewals, seconds
 apart, still go straight through.  The loop feeds what has arrived in batches, the
-last event of each Lease only (a renewal supersedes the one before it).  A stalled
+last event of each Lease only (a renewal supersedes the one before it), a batch in one
+turn of the namespace's lock: a turn per Lease queued a thousand renewals one by one
+behind a failing rack's writes, and the ticks behind them.  A stalled
 stream that neither ends nor errs is the reconciler's to notice: it re-lists the Leases
 before it judges any lease expired (reconciler.py, ``_recheck_leases``).
 """
@@ -43,7 +45,8 @@ from hafence.kube.client import abort_response
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[dict[str, Any], bool], Awaitable[None]]  # (lease, deleted)
+# A batch of (lease, deleted), fed to the core in one turn (reconciler.observe_leases).
+Deliver = Callable[[list[tuple[dict[str, Any], bool]]], Awaitable[None]]
 Key = tuple[str, str]
 # The server ends each watch after this long (kopf's setting for the other kinds).
 WATCH_TIMEOUT = 300
@@ -118,12 +121,9 @@ class LeaseWatch:
     async def _replace(self, items: list[dict[str, Any]]) -> None:
         items = [lean(obj) for obj in items]
         current = {_key(obj): obj for obj in items}
-        for k, obj in list(self.known.items()):
-            if k not in current:
-                await self.deliver(obj, True)
+        gone = [(obj, True) for k, obj in self.known.items() if k not in current]
         self.known = current
-        for obj in items:
-            await self.deliver(obj, False)
+        await self.deliver(gone + [(obj, False) for obj in items])
 
     async def _watch(self) -> None:
         """One watch request from ``self.version``, which follows every event."""
@@ -179,7 +179,7 @@ class LeaseWatch:
     async def _events(self, events: list[dict[str, Any]]) -> None:
         """Feed a batch of events: only the last of each Lease (like kopf's per-object
         batching; a backlog of renewals behind a busy reconciler is one input per host,
-        not one per renewal), in the order of those last events."""
+        not one per renewal), in the order of those last events, delivered together."""
         last: dict[Key, tuple[str, dict[str, Any]]] = {}
         for event in events:
             kind = event.get("type")
@@ -197,14 +197,17 @@ class LeaseWatch:
             last[k] = (kind, obj)
             self.version = version or self.version
             self.events += 1
+        batch: list[tuple[dict[str, Any], bool]] = []
         for k, (kind, obj) in last.items():
             obj = lean(obj)
             if kind == "DELETED":
                 self.known.pop(k, None)
-                await self.deliver(obj, True)
+                batch.append((obj, True))
             else:
                 self.known[k] = obj
-                await self.deliver(obj, False)
+                batch.append((obj, False))
+        if batch:
+            await self.deliver(batch)
 
 
 class _Handoff:

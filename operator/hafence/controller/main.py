@@ -155,11 +155,7 @@ async def run(settings: Settings) -> None:
         asyncio.create_task(reconciler.run(), name="reconciler"),
     ]
     for namespace in settings.namespaces or (None,):
-        watch = LeaseWatch(
-            api,
-            namespace,
-            lambda obj, deleted: reconciler.observe("Lease", obj, deleted=deleted),
-        )
+        watch = LeaseWatch(api, namespace, reconciler.observe_leases)
         tasks.append(asyncio.create_task(watch.run(), name=f"lease-watch {watch.where}"))
     if settings.pm_health_interval > 0:
         tasks.append(asyncio.create_task(pm_health.run(), name="pm-health"))

@@ -135,6 +135,29 @@ class Reconciler:
             return
         await self.feed(namespace, inputs_for(kind, obj, clock.now(), deleted=deleted))
 
+    async def observe_leases(self, batch: list[tuple[dict[str, Any], bool]]) -> None:
+        """Heartbeat Leases from the Lease watch, (lease, deleted) a batch at a time: into
+        the cache, then to the core in one feed per namespace.  One turn of the lock for
+        the batch: a turn each put a thousand renewals one by one behind a failing
+        rack's writes (bench/README.md, Scale (shell)), every tick waiting behind them."""
+        now = clock.now()
+        inputs: dict[str, list[m.Input]] = {}
+        for obj, deleted in batch:
+            if deleted:
+                self.cache.delete("Lease", obj)
+            elif not self.cache.put("Lease", obj):
+                continue  # older than what we know
+            if not self.elector.is_leader:
+                continue
+            if not self._active:
+                self._missed.append(("Lease", obj, deleted))
+                continue
+            inputs.setdefault(key(obj)[0], []).extend(
+                inputs_for("Lease", obj, now, deleted=deleted)
+            )
+        for namespace, fed in inputs.items():
+            await self.feed(namespace, fed)
+
     async def observe_again(self, kind: str, obj: dict[str, Any], deleted: bool) -> None:
         """Feed an object the cache already holds (it arrived while rebuilding)."""
         namespace, name = key(obj)
@@ -350,8 +373,8 @@ class Reconciler:
                 len(fresh),
                 namespace,
             )
-        for lease in fresh:
-            await self.feed(namespace, inputs_for("Lease", lease, clock.now()))
+        now = clock.now()
+        await self.feed(namespace, [i for lease in fresh for i in inputs_for("Lease", lease, now)])
 
     async def _tick(self) -> None:
         # Cleared before, not after: an input handled while this tick awaits its writes
