@@ -1,11 +1,12 @@
-"""The executor's status writes against the real API server: a run of VM writes goes
-out at once, yet a Host's proof lands before the placements that follow it, one VM's
-writes keep their order, and the Events of the run follow its writes.  Order is read
-from etcd's revisions (resourceVersions), not from clocks."""
+"""The executor's status writes against the real API server: a run of VM writes, or of
+Host writes, goes out at once, yet a Host's proof lands before the placements that
+follow it, one object's writes keep their order, and the Events of the run follow its
+writes.  Order is read from etcd's revisions (resourceVersions), not from clocks."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -107,3 +108,76 @@ def test_vm_writes_go_out_together_but_the_proof_lands_first(api: Api, namespace
         )
         assert _rv(obj) > _rv(host), f"{vm} was placed before the host's proof landed"
     assert recorder.posted == [(vm, "h2") for vm in VMS], "an Event went out before its write"
+
+
+class _HostsAtOnce:
+    """The real Api, but its first ``n`` Host status patches wait until all ``n`` are in
+    flight: a writer sending them one at a time never gets past the first."""
+
+    def __init__(self, api: Api, n: int) -> None:
+        self._api = api
+        self._barrier = threading.Barrier(n, timeout=20)
+        self._left = n
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def patch(self, kind: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            wait = kind == "Host" and self._left > 0
+            self._left -= wait
+        if wait:
+            self._barrier.wait()
+        return self._api.patch(kind, *args, **kwargs)
+
+
+def test_host_writes_go_out_together_and_placements_wait_for_them(api: Api, namespace: str) -> None:
+    failed = ("h1", "h2")
+    for h in (*failed, "h3"):
+        make_host(api, namespace, h)
+    for vm, h in zip(("v1", "v2"), failed, strict=True):
+        make_vm(api, namespace, vm, ["/bin/sleep", "1d"], host=h)
+    cache = Cache()
+    for vm in ("v1", "v2"):
+        cache.put("HAVirtualMachine", api.get("HAVirtualMachine", namespace, vm))
+    for h in (*failed, "h3"):
+        cache.put("Host", api.get("Host", namespace, h))
+
+    async def never(*_: Any) -> None:
+        raise AssertionError("no power operation here")
+
+    executor = Executor(
+        _HostsAtOnce(api, len(failed)),  # type: ignore[arg-type]
+        namespace,
+        cache,
+        _Leader(),
+        _Recorder(cache, namespace),
+        None,
+        never,
+        never,  # type: ignore[arg-type]
+    )
+
+    def placed(vm: str, was: str) -> m.WriteVMStatus:
+        rv = cache.get("HAVirtualMachine", namespace, vm)["metadata"]["resourceVersion"]  # type: ignore[index]
+        status = HAVirtualMachineStatus(phase="Scheduled", host="h3", placement_epoch=2)
+        return m.WriteVMStatus(vm, status, True, rv, view_host=was, view_epoch=1)
+
+    actions: list[m.Action] = [
+        *(m.WriteHostStatus(h, HostStatus(phase="Fencing")) for h in failed),
+        m.EmitEvent("Host", "h1", "FenceOperationStarted", "h1"),
+        *(m.WriteHostStatus(h, HostStatus(phase="Rebooting")) for h in failed),
+        *(placed(vm, h) for vm, h in zip(("v1", "v2"), failed, strict=True)),
+    ]
+    outcomes = asyncio.run(executor.run(actions))
+
+    assert [o.name for o in outcomes] == ["h1", "h2", "h1", "h2", "v1", "v2"], outcomes
+    assert all(isinstance(o, m.WriteLanded) for o in outcomes), outcomes
+    hosts = [api.get("Host", namespace, h) for h in failed]
+    assert [h["status"]["phase"] for h in hosts] == ["Rebooting", "Rebooting"], (
+        "a host's second write went out with or before its first"
+    )
+    for vm in ("v1", "v2"):
+        obj = api.get("HAVirtualMachine", namespace, vm)
+        assert obj["status"]["host"] == "h3"
+        assert _rv(obj) > max(_rv(h) for h in hosts), f"{vm} placed before every proof landed"

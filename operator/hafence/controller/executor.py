@@ -2,7 +2,7 @@
 
 A dispatcher over the modules that do the work: power operations run as tasks
 (``power.py``, results fed back through ``feed``), status writes run in the order the
-core emitted them but for runs of VM writes, sent at once (``run``,
+core emitted them but for runs of one kind's writes, sent at once (``run``,
 ``status_writes.py``; their outcomes are returned to the caller, which gives them to
 the core), Events go to the recorder, alerts and releases to the log.  Every power
 operation and every write first checks leadership (S2).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from hafence.controller.cache import Cache
 from hafence.controller.events import EventRecorder
@@ -32,25 +32,40 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any], Awaitable[m.Input | None]]
 
 
-# Actions that only log or post (no write awaited): they may follow a run of VM writes.
+# Actions that only log or post (no write awaited): they may follow a run of writes.
 _AFTER_WRITES = (m.EmitEvent, m.PlaceVM)
 
+Write = m.WriteVMStatus | m.WriteHostStatus
 
-def _vm_write_run(
-    actions: list[m.Action], start: int
-) -> tuple[list[m.WriteVMStatus], list[m.Action], int]:
-    """The run of VM status writes for distinct VMs from ``start`` (Events and
-    placement logs among them set aside), and where it ends; no writes: none there."""
-    writes: list[m.WriteVMStatus] = []
+
+def _written(action: m.Action) -> str | None:
+    """The object a write that may join a run is for (None: not such a write)."""
+    if isinstance(action, m.WriteVMStatus):
+        return action.vm
+    if isinstance(action, m.WriteHostStatus):
+        return action.host
+    return None
+
+
+def _write_run(actions: list[m.Action], start: int) -> tuple[list[Write], list[m.Action], int]:
+    """The run of status writes of one kind, each for another object, from ``start``
+    (Events and placement logs among them set aside), and where it ends; no run: none
+    there.  One kind only: a Host's proof and the VM placements relying on it are
+    never in flight together."""
+    first = actions[start]
+    if _written(first) is None:
+        return [], [], start
+    writes: list[Write] = []
     after: list[m.Action] = []
-    vms: set[str] = set()
+    names: set[str] = set()
     i = start
     while i < len(actions):
         action = actions[i]
-        if isinstance(action, m.WriteVMStatus) and action.vm not in vms:
-            writes.append(action)
-            vms.add(action.vm)
-        elif writes and isinstance(action, _AFTER_WRITES):
+        name = _written(action)
+        if type(action) is type(first) and name is not None and name not in names:
+            writes.append(cast(Write, action))
+            names.add(name)
+        elif isinstance(action, _AFTER_WRITES):
             after.append(action)
         else:
             break
@@ -99,18 +114,19 @@ class Executor:
         """Carry out ``actions`` in order; returns the write outcomes for the core.
         Raises NotLeader (leadership lost: nothing more may be done).
 
-        In order, with one exception: a run of VM status writes for distinct VMs is
-        written at once (a rack's release and placement batches are hundreds of them,
-        and the namespace lock is held until they land).  Any other write or power
-        action ends the run, so a Host's proof still lands before the placements that
-        follow it, and one VM's writes keep their order; the Events and placement logs
+        In order, with one exception: a run of status writes of one kind (VM or Host)
+        for distinct objects is written at once (a rack's expiry, release and placement
+        batches are hundreds of them, and the namespace lock is held until they land).
+        A write of the other kind, a second write of the same object or a power action
+        ends the run, so a Host's proof still lands before the placements that follow
+        it and one object's writes keep their order; the Events and placement logs
         inside the run follow its writes, in their order."""
         outcomes: list[m.Input] = []
         i = 0
         while i < len(actions):
-            writes, after, i = _vm_write_run(actions, i)
+            writes, after, i = _write_run(actions, i)
             if writes:
-                outcomes += await self._write_vms(writes)
+                outcomes += await self._write_together(writes)
                 for action in after:
                     await self._handlers[type(action)](action)
                 continue
@@ -120,15 +136,17 @@ class Executor:
             i += 1
         return outcomes
 
-    async def _write_vms(self, writes: list[m.WriteVMStatus]) -> list[m.Input]:
-        results = await asyncio.gather(*(self.writer.vm(w) for w in writes), return_exceptions=True)
+    async def _write_together(self, writes: list[Write]) -> list[m.Input]:
+        results = await asyncio.gather(
+            *(self._handlers[type(w)](w) for w in writes), return_exceptions=True
+        )
         for result in results:  # NotLeader first: it ends the leader's work
             if isinstance(result, NotLeader):
                 raise result
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return [r for r in results if not isinstance(r, BaseException)]
+        return [r for r in results if r is not None and not isinstance(r, BaseException)]
 
     async def cancel(self) -> None:
         await self.power.cancel()

@@ -1,7 +1,7 @@
 """The core's status writes, each reported back as landed or failed.
 
-Writes run in the order the core emitted them (but for runs of VM writes, which the
-executor sends at once: ``Executor.run``).  Every outcome goes back to the core as
+Writes run in the order the core emitted them (but for runs of one kind's writes, which
+the executor sends at once: ``Executor.run``).  Every outcome goes back to the core as
 an input: ``WriteLanded`` (with the object's new resourceVersion: for a VM the core's
 view is now what it wrote) or ``WriteFailed``, after which the core issues the write
 again from its current state, after a bounded backoff, until it lands or this operator
