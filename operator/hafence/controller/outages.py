@@ -290,6 +290,9 @@ class Outages:
                     proxy=entry.proxy,
                     result=entry.result,
                     duration=seconds,
+                    # Why it failed, as the record says it (no secrets: drivers' messages
+                    # never carry credentials); a success says it in its result.
+                    message=entry.message if entry.result in ("error", "failure") else None,
                 ),
             )
         rec = self._records.get((ns, step.host))
