@@ -19,9 +19,10 @@ spell at once, the ones behind it together when the interval is over.  Each hand
 wakes the loop, and at scale the wake-ups cost more than the events (each one runs the
 path cold: bench/README.md, Scale (shell)); a small datacenter's renewals, seconds
 apart, still go straight through.  The loop feeds what has arrived in batches, the
-last event of each Lease only (a renewal supersedes the one before it), a batch in one
-turn of the namespace's lock: a turn per Lease queued a thousand renewals one by one
-behind a failing rack's writes, and the ticks behind them.  A stalled
+last event of each Lease only (a renewal supersedes the one before it), a batch at a
+time, without waiting for the core (``Reconciler.observe_leases``): waiting for the
+namespace's lock, a turn per Lease, queued a thousand renewals one by one behind a
+failing rack's writes, and the ticks behind them.  A stalled
 stream that neither ends nor errs is the reconciler's to notice: it re-lists the Leases
 before it judges any lease expired (reconciler.py, ``_recheck_leases``).
 """
