@@ -47,6 +47,16 @@ def _rv(obj: dict[str, Any]) -> int:
     return int(obj["metadata"]["resourceVersion"])
 
 
+def _executor(api: Any, namespace: str, cache: Cache, recorder: _Recorder) -> Executor:
+    """An executor for status writes only (any power operation fails the test); ``api``:
+    an Api, or a stand-in forwarding to one."""
+
+    async def never(*_: Any) -> None:
+        raise AssertionError("no power operation here")
+
+    return Executor(api, namespace, cache, _Leader(), recorder, None, never, never)  # type: ignore[arg-type]
+
+
 def test_vm_writes_go_out_together_but_the_proof_lands_first(api: Api, namespace: str) -> None:
     for h in ("h1", "h2"):
         make_host(api, namespace, h)
@@ -58,20 +68,7 @@ def test_vm_writes_go_out_together_but_the_proof_lands_first(api: Api, namespace
     for h in ("h1", "h2"):
         cache.put("Host", api.get("Host", namespace, h))
     recorder = _Recorder(cache, namespace)
-
-    async def never(*_: Any) -> None:
-        raise AssertionError("no power operation here")
-
-    executor = Executor(
-        api,
-        namespace,
-        cache,
-        _Leader(),
-        recorder,
-        None,
-        never,
-        never,  # type: ignore[arg-type]
-    )
+    executor = _executor(api, namespace, cache, recorder)
 
     def unknown(vm: str) -> m.WriteVMStatus:
         status = HAVirtualMachineStatus(phase="Unknown", host="h1", placement_epoch=1)
@@ -143,20 +140,8 @@ def test_host_writes_go_out_together_and_placements_wait_for_them(api: Api, name
         cache.put("HAVirtualMachine", api.get("HAVirtualMachine", namespace, vm))
     for h in (*failed, "h3"):
         cache.put("Host", api.get("Host", namespace, h))
-
-    async def never(*_: Any) -> None:
-        raise AssertionError("no power operation here")
-
-    executor = Executor(
-        _HostsAtOnce(api, len(failed)),  # type: ignore[arg-type]
-        namespace,
-        cache,
-        _Leader(),
-        _Recorder(cache, namespace),
-        None,
-        never,
-        never,  # type: ignore[arg-type]
-    )
+    hosts_at_once = _HostsAtOnce(api, len(failed))
+    executor = _executor(hosts_at_once, namespace, cache, _Recorder(cache, namespace))
 
     def placed(vm: str, was: str) -> m.WriteVMStatus:
         rv = cache.get("HAVirtualMachine", namespace, vm)["metadata"]["resourceVersion"]  # type: ignore[index]
