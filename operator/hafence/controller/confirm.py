@@ -9,7 +9,6 @@ nothing twice; the core judges it like any other (S6: one outage, once).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from typing import Any
@@ -19,6 +18,7 @@ from hafence.api.confirmation import CONFIRM_REBOOTED_BY_ANNOTATION, ON_BEHALF_O
 from hafence.api.lease import HOST_LABEL
 from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector
+from hafence.controller.pools import WRITES
 from hafence.core.engine import Engine
 from hafence.core.isolation import CONFIRM_ANNOTATION
 from hafence.kube import Api, Conflict, KubeError
@@ -67,7 +67,7 @@ class ConfirmAnnotations:
         }
         try:
             self.elector.check()
-            await asyncio.to_thread(self.api.create, "FenceConfirmation", namespace, body)
+            await WRITES.run(self.api.create, "FenceConfirmation", namespace, body)
             log.warning(
                 "host %s/%s: annotation %s turned into FenceConfirmation %s",
                 namespace,
@@ -91,7 +91,7 @@ class ConfirmAnnotations:
             }
         }
         try:
-            await asyncio.to_thread(
+            await WRITES.run(
                 self.api.patch,
                 "Host",
                 namespace,

@@ -35,6 +35,7 @@ from hafence.api.outage import AttemptEntry, HostOutageStatus, PhaseEntry, Proof
 from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector, NotLeader
 from hafence.controller.logs import fields
+from hafence.controller.pools import RECORDS
 from hafence.core import messages as m
 from hafence.kube import Api, Conflict, KubeError, NotFound
 
@@ -382,7 +383,7 @@ class Outages:
                 self.elector.check()
                 if not rec.written:
                     await self._create(rec)
-                await asyncio.to_thread(
+                await RECORDS.run(
                     self.api.patch, "HostOutage", rec.namespace, rec.outage_id, body, status=True
                 )
             except NotLeader as exc:
@@ -406,18 +407,16 @@ class Outages:
             "spec": {"hostRef": {"name": rec.host}, "outageID": rec.outage_id},
         }
         try:
-            await asyncio.to_thread(self.api.create, "HostOutage", rec.namespace, body)
+            await RECORDS.run(self.api.create, "HostOutage", rec.namespace, body)
         except Conflict:
             # Made by a previous leader: keep what it recorded before this replica saw it.
-            existing = await asyncio.to_thread(
-                self.api.get, "HostOutage", rec.namespace, rec.outage_id
-            )
+            existing = await RECORDS.run(self.api.get, "HostOutage", rec.namespace, rec.outage_id)
             _merge(rec.status, HostOutageStatus.model_validate(existing.get("status") or {}))
         rec.written = True
         await self._prune(rec.namespace, rec.host)
 
     async def _prune(self, ns: str, host: str) -> None:
-        items = (await asyncio.to_thread(self.api.list, "HostOutage", ns, f"{HOST_LABEL}={host}"))[
+        items = (await RECORDS.run(self.api.list, "HostOutage", ns, f"{HOST_LABEL}={host}"))[
             "items"
         ]
         items.sort(key=lambda o: (o.get("status") or {}).get("startTime") or "", reverse=True)
@@ -429,7 +428,7 @@ class Outages:
             if index >= self.history or old:
                 name = obj["metadata"]["name"]
                 try:
-                    await asyncio.to_thread(self.api.delete, "HostOutage", ns, name)
+                    await RECORDS.run(self.api.delete, "HostOutage", ns, name)
                     log.info("outage record %s/%s deleted (retention)", ns, name)
                 except NotFound:
                     pass

@@ -14,7 +14,6 @@ only when it changed (its own status write comes back as a watch event).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +30,7 @@ from hafence.api.fencingpolicy import (
 )
 from hafence.controller.cache import Cache
 from hafence.controller.leader import LeaderElector, NotLeader
+from hafence.controller.pools import WRITES
 from hafence.core.engine import Engine
 from hafence.core.policy import ClusterPolicy, Settings, from_resource
 from hafence.kube import Api, KubeError, NotFound
@@ -161,9 +161,7 @@ class FencingPolicies:
             body = {"status": status.model_dump(by_alias=True, mode="json")}
             try:
                 self.elector.check()
-                written = await asyncio.to_thread(
-                    self.api.patch, KIND, namespace, name, body, status=True
-                )
+                written = await WRITES.run(self.api.patch, KIND, namespace, name, body, status=True)
                 self.cache.put(KIND, written)
             except (NotFound, NotLeader):
                 pass

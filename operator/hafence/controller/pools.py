@@ -16,13 +16,18 @@ fencing    a power operation's blocking work: Secret and Host       32
            (paramiko, Redfish)
 writes     status writes and their conflict re-reads                8
 events     Event writes: a courtesy, never ahead of a status write  2
+records    HostOutage records (create, status, retention): kept     2
+           after the Events expire, never ahead of a fence or a
+           status write (a rack's are hundreds of calls)
 reads      lists: the rebuild after gaining leadership, the lease   2
            re-list before expiry
 =========  ======================================================  =======
 
 The leader elector keeps its own executor (``leader.py``): renewals never queue
-behind any of these.  A pool's size bounds what it can do at once, never what waits:
-a call waits for a free thread of its own pool only.
+behind any of these.  The writes pool also takes the rarer writes of the same kind:
+a FenceConfirmation made from an annotation, a FencingPolicy's status.  A pool's size
+bounds what it can do at once, never what waits: a call waits for a free thread of its
+own pool only.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Pool:
 FENCING = Pool("fencing", 32)
 WRITES = Pool("writes", 8)
 EVENTS = Pool("events", 2)
+RECORDS = Pool("records", 2)
 READS = Pool("reads", 2)
 
 
