@@ -46,7 +46,7 @@ from hafence.kube.client import abort_response
 
 log = logging.getLogger(__name__)
 
-# A batch of (lease, deleted), fed to the core in one turn (reconciler.observe_leases).
+# A batch of (lease, deleted), delivered together (Reconciler.observe_leases).
 Deliver = Callable[[list[tuple[dict[str, Any], bool]]], Awaitable[None]]
 Key = tuple[str, str]
 # The server ends each watch after this long (kopf's setting for the other kinds).

@@ -180,17 +180,11 @@ class Reconciler:
         while self._renewals.get(namespace) and namespace in self.engines:
             await self.feed(namespace, ())
 
-    async def _renewals_first(self, namespace: str, engine: Engine) -> bool:
-        """Feed the renewals waiting for this turn of the lock (the caller holds it):
-        a tick or a power result never judges a lease the cache has seen renewed and
-        the core has not.  True: the monitor must tick."""
-        wake = False
-        for inputs in self._renewals.pop(namespace, {}).values():
-            for inp in inputs:
-                actions = engine.handle(inp)
-                wake = wake or engine.wakes(inp, actions, self._scheduled.get(namespace))
-                await self._run(namespace, actions)
-        return wake
+    def _renewals_first(self, namespace: str) -> list[m.Input]:
+        """The renewals waiting for this turn of the lock, taken: the turn feeds them
+        before anything else, so a tick or a power result never judges a lease the cache
+        has seen renewed and the core has not."""
+        return [inp for inputs in self._renewals.pop(namespace, {}).values() for inp in inputs]
 
     async def observe_again(self, kind: str, obj: dict[str, Any], deleted: bool) -> None:
         """Feed an object the cache already holds (it arrived while rebuilding)."""
@@ -208,13 +202,20 @@ class Reconciler:
             engine = self.engines.get(namespace)
             if engine is None:
                 return
-            wake = await self._renewals_first(namespace, engine)
-            for inp in inputs:
-                actions = engine.handle(inp)
-                wake = wake or engine.wakes(inp, actions, self._scheduled.get(namespace))
-                await self._run(namespace, actions)
+            wake = await self._handle(namespace, engine, self._renewals_first(namespace))
+            wake = await self._handle(namespace, engine, inputs) or wake
         if wake:
             self._wake.set()
+
+    async def _handle(self, namespace: str, engine: Engine, inputs: Iterable[m.Input]) -> bool:
+        """Inputs to the core and their actions carried out (the caller holds the lock);
+        True: the monitor must tick."""
+        wake = False
+        for inp in inputs:
+            actions = engine.handle(inp)
+            wake = wake or engine.wakes(inp, actions, self._scheduled.get(namespace))
+            await self._run(namespace, actions)
+        return wake
 
     async def _feed_one(self, namespace: str, inp: m.Input) -> None:
         self.outages.result(namespace, inp)
@@ -424,7 +425,8 @@ class Reconciler:
                 engine = self.engines.get(namespace)
                 if engine is None:
                     continue
-                await self._renewals_first(namespace, engine)  # the tick wakes itself
+                # The tick sets its own next deadline: no wake needed.
+                await self._handle(namespace, engine, self._renewals_first(namespace))
                 await self._run(namespace, engine.tick(now))
                 nxt = self._scheduled[namespace] = engine.next_deadline(now)
                 if nxt is not None:
